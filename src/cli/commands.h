@@ -1,0 +1,11 @@
+// The CLI verbs. Each takes the arguments after the verb and returns the process exit code; user errors are thrown
+// as tune::Error and reported by main.
+#pragma once
+
+namespace tune::cli {
+
+int cmd_info(int argc, char** argv);
+int cmd_logits(int argc, char** argv);
+int cmd_init(int argc, char** argv);
+
+}  // namespace tune::cli

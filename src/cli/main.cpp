@@ -1,0 +1,63 @@
+// tune: the command-line entry point. Dispatches the verb and turns errors into messages and exit codes
+// (1 = user error with a hint, 2 = internal error).
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+
+struct Verb {
+  const char* name;
+  int (*fn)(int, char**);
+  const char* help;
+};
+
+const Verb kVerbs[] = {
+    {"info", tune::cli::cmd_info, "info MODEL_DIR [--json]: architecture, layer kinds, sizes, parameters, dtypes"},
+    {"logits", tune::cli::cmd_logits,
+     "logits --model DIR --ids \"1 2 3\"|@FILE [--out FILE.safetensors] [--top K]: logits of one sequence"},
+    {"init", tune::cli::cmd_init,
+     "init (--preset NAME | --config FILE) --out DIR [--seed N] [--std X] [--dtype f32|bf16]: seeded random model"},
+};
+
+void usage(FILE* f) {
+  std::fprintf(f, "usage: tune <verb> [options]\n\nverbs:\n");
+  for (const Verb& v : kVerbs) std::fprintf(f, "  %s\n", v.help);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 1 : 0;
+  }
+  for (const Verb& v : kVerbs) {
+    if (std::strcmp(argv[1], v.name) != 0) continue;
+    if (argc > 2 && (!std::strcmp(argv[2], "--help") || !std::strcmp(argv[2], "-h"))) {
+      std::printf("tune %s\n", v.help);
+      return 0;
+    }
+    try {
+      return v.fn(argc - 2, argv + 2);
+    } catch (const tune::InternalError& e) {
+      std::fprintf(stderr, "tune %s: internal error: %s\n", v.name, e.what());
+      return 2;
+    } catch (const tune::Error& e) {
+      std::fprintf(stderr, "tune %s: error: %s\n", v.name, e.what());
+      return 1;
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "tune %s: error: out of memory\n", v.name);
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tune %s: internal error: %s\n", v.name, e.what());
+      return 2;
+    }
+  }
+  std::fprintf(stderr, "tune: unknown verb '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 1;
+}

@@ -1,0 +1,22 @@
+// moe_route: argument checks and device dispatch.
+#include "ops/moe_route.h"
+
+#include "ops/common.h"
+
+namespace tune {
+
+void moe_route_fwd(const TensorView& logits, bool renormalize, const TensorView& experts, const TensorView& weights) {
+  const int64_t T = logits.size(0), E = logits.size(1), k = experts.size(1);
+  op_check(k >= 1 && k <= E, "moe_route", "k must be in [1, E]");
+  op_check(experts.dtype == DType::I32 && experts.shape == Shape({T, k}), "moe_route", "experts (T, k) i32");
+  op_check_shape("moe_route", "weights", weights, {T, k});
+  switch (logits.device) {
+    case Device::CPU:
+      op_check_f32("moe_route", "logits", logits);
+      cpu::moe_route_fwd(logits.f32(), renormalize, experts.ptr<int32_t>(), weights.f32(), T, E, k);
+      return;
+    case Device::CUDA: op_unsupported("moe_route", logits);
+  }
+}
+
+}  // namespace tune

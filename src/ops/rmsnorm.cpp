@@ -1,0 +1,21 @@
+// rmsnorm: argument checks and device dispatch.
+#include "ops/rmsnorm.h"
+
+#include "ops/common.h"
+
+namespace tune {
+
+void rmsnorm_fwd(const TensorView& x, const TensorView& w, float eps, bool zero_centered, const TensorView& y) {
+  const int64_t C = w.size(0), R = x.numel() / C;
+  op_check(x.numel() % C == 0, "rmsnorm", "x size is not a multiple of the weight size");
+  op_check(y.numel() == x.numel(), "rmsnorm", "y size differs from x");
+  switch (x.device) {
+    case Device::CPU:
+      op_check_f32("rmsnorm", "x", x);
+      cpu::rmsnorm_fwd(x.f32(), w.f32(), eps, zero_centered, y.f32(), R, C);
+      return;
+    case Device::CUDA: op_unsupported("rmsnorm", x);
+  }
+}
+
+}  // namespace tune
