@@ -20,4 +20,22 @@ void linear_fwd(const TensorView& x, const TensorView& w, const TensorView* b, c
   }
 }
 
+void linear_bwd(const TensorView& x, const TensorView& w, const TensorView& dy, const TensorView* dx,
+                bool accumulate_dx, const TensorView* dw, const TensorView* db) {
+  const int64_t T = x.size(0), K = x.size(1), N = w.size(0);
+  op_check_shape("linear_bwd", "w", w, {N, K});
+  op_check_shape("linear_bwd", "dy", dy, {T, N});
+  if (dx) op_check_shape("linear_bwd", "dx", *dx, {T, K});
+  if (dw) op_check_shape("linear_bwd", "dw", *dw, {N, K});
+  if (db) op_check_shape("linear_bwd", "db", *db, {N});
+  switch (x.device) {
+    case Device::CPU:
+      op_check_f32("linear_bwd", "x", x);
+      cpu::linear_bwd(x.f32(), w.f32(), dy.f32(), dx ? dx->f32() : nullptr, accumulate_dx,
+                      dw ? dw->f32() : nullptr, db ? db->f32() : nullptr, T, K, N);
+      return;
+    case Device::CUDA: op_unsupported("linear_bwd", x);
+  }
+}
+
 }  // namespace tune

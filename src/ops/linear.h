@@ -1,5 +1,6 @@
-// Linear layer y = x W^T (+ b), PyTorch's nn.Linear.
-// x (T, K), w (N, K), b (N) or null -> y (T, N)
+// Linear layer y = x W^T (+ b), PyTorch's nn.Linear, and its backward.
+// fwd: x (T, K), w (N, K), b (N) or null -> y (T, N)
+// bwd: dy (T, N) -> dx (T, K) (overwritten, or added to with accumulate_dx), dw (N, K) +=, db (N) +=; each optional
 #pragma once
 
 #include "core/tensor.h"
@@ -7,9 +8,15 @@
 namespace tune {
 
 void linear_fwd(const TensorView& x, const TensorView& w, const TensorView* b, const TensorView& y);
+void linear_bwd(const TensorView& x, const TensorView& w, const TensorView& dy, const TensorView* dx,
+                bool accumulate_dx, const TensorView* dw, const TensorView* db);
 
 namespace cpu {
-void linear_fwd(const float* x, const float* w, const float* b, float* y, int64_t T, int64_t K, int64_t N);
-}
+template <class R>
+void linear_fwd(const R* x, const R* w, const R* b, R* y, int64_t T, int64_t K, int64_t N);
+template <class R>
+void linear_bwd(const R* x, const R* w, const R* dy, R* dx, bool accumulate_dx, R* dw, R* db, int64_t T, int64_t K,
+                int64_t N);
+}  // namespace cpu
 
 }  // namespace tune

@@ -19,4 +19,19 @@ void moe_route_fwd(const TensorView& logits, bool renormalize, const TensorView&
   }
 }
 
+void moe_route_bwd(const TensorView& logits, bool renormalize, const TensorView& experts, const TensorView& dweights,
+                   const TensorView& dlogits) {
+  const int64_t T = logits.size(0), E = logits.size(1), k = experts.size(1);
+  op_check(experts.dtype == DType::I32 && experts.shape == Shape({T, k}), "moe_route_bwd", "experts (T, k) i32");
+  op_check_shape("moe_route_bwd", "dweights", dweights, {T, k});
+  op_check_shape("moe_route_bwd", "dlogits", dlogits, {T, E});
+  switch (logits.device) {
+    case Device::CPU:
+      op_check_f32("moe_route_bwd", "logits", logits);
+      cpu::moe_route_bwd(logits.f32(), renormalize, experts.ptr<int32_t>(), dweights.f32(), dlogits.f32(), T, E, k);
+      return;
+    case Device::CUDA: op_unsupported("moe_route_bwd", logits);
+  }
+}
+
 }  // namespace tune

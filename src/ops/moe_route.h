@@ -1,6 +1,7 @@
-// MoE routing: p = softmax(logits) in fp32 over all E experts, keep the top k (highest first, ties to the lower
-// index), optionally renormalize them to sum to 1.
-// logits (T, E) -> experts (T, k) i32, weights (T, k) f32
+// MoE routing: p = softmax(logits) over all E experts, keep the top k (highest first, ties to the lower index),
+// optionally renormalize the kept ones to sum to 1 (then they equal a softmax over the kept logits alone).
+// fwd: logits (T, E) -> experts (T, k) i32, weights (T, k)
+// bwd: dweights (T, k) -> dlogits (T, E) overwritten (the selection is piecewise constant)
 #pragma once
 
 #include "core/tensor.h"
@@ -8,10 +9,15 @@
 namespace tune {
 
 void moe_route_fwd(const TensorView& logits, bool renormalize, const TensorView& experts, const TensorView& weights);
+void moe_route_bwd(const TensorView& logits, bool renormalize, const TensorView& experts, const TensorView& dweights,
+                   const TensorView& dlogits);
 
 namespace cpu {
-void moe_route_fwd(const float* logits, bool renormalize, int32_t* experts, float* weights, int64_t T, int64_t E,
-                   int64_t k);
-}
+template <class R>
+void moe_route_fwd(const R* logits, bool renormalize, int32_t* experts, R* weights, int64_t T, int64_t E, int64_t k);
+template <class R>
+void moe_route_bwd(const R* logits, bool renormalize, const int32_t* experts, const R* dweights, R* dlogits, int64_t T,
+                   int64_t E, int64_t k);
+}  // namespace cpu
 
 }  // namespace tune

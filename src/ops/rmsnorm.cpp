@@ -18,4 +18,18 @@ void rmsnorm_fwd(const TensorView& x, const TensorView& w, float eps, bool zero_
   }
 }
 
+void rmsnorm_bwd(const TensorView& x, const TensorView& w, const TensorView& dy, float eps, bool zero_centered,
+                 const TensorView& dx, const TensorView* dw) {
+  const int64_t C = w.size(0), R = x.numel() / C;
+  op_check(x.numel() % C == 0 && dy.numel() == x.numel() && dx.numel() == x.numel(), "rmsnorm_bwd", "sizes differ");
+  if (dw) op_check_shape("rmsnorm_bwd", "dw", *dw, w.shape);
+  switch (x.device) {
+    case Device::CPU:
+      op_check_f32("rmsnorm_bwd", "x", x);
+      cpu::rmsnorm_bwd(x.f32(), w.f32(), dy.f32(), eps, zero_centered, dx.f32(), dw ? dw->f32() : nullptr, R, C);
+      return;
+    case Device::CUDA: op_unsupported("rmsnorm_bwd", x);
+  }
+}
+
 }  // namespace tune

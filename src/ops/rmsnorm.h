@@ -1,6 +1,8 @@
-// RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) * s, with s = w (Qwen2/Qwen3) or s = 1 + w
+// RMSNorm over the last dimension: y = x * r * s, r = 1/sqrt(mean(x^2) + eps), s = w (Qwen2/Qwen3) or 1 + w
 // (zero-centred, Qwen3.5). Also used per head for QK-norm by viewing (T, heads, d) as (T*heads, d).
-// x (R, C), w (C) -> y (R, C); y may alias x.
+// fwd: x (R, C), w (C) -> y (R, C); y may alias x
+// bwd: dy (R, C) -> dx (R, C) overwritten (may alias dy), dw (C) += (optional)
+//      dx = r * s*dy - x * r^3 / C * sum(s*dy*x)
 #pragma once
 
 #include "core/tensor.h"
@@ -8,9 +10,15 @@
 namespace tune {
 
 void rmsnorm_fwd(const TensorView& x, const TensorView& w, float eps, bool zero_centered, const TensorView& y);
+void rmsnorm_bwd(const TensorView& x, const TensorView& w, const TensorView& dy, float eps, bool zero_centered,
+                 const TensorView& dx, const TensorView* dw);
 
 namespace cpu {
-void rmsnorm_fwd(const float* x, const float* w, float eps, bool zero_centered, float* y, int64_t R, int64_t C);
-}
+template <class R>
+void rmsnorm_fwd(const R* x, const R* w, R eps, bool zero_centered, R* y, int64_t rows, int64_t C);
+template <class R>
+void rmsnorm_bwd(const R* x, const R* w, const R* dy, R eps, bool zero_centered, R* dx, R* dw, int64_t rows,
+                 int64_t C);
+}  // namespace cpu
 
 }  // namespace tune

@@ -17,4 +17,16 @@ void swiglu_fwd(const TensorView& g, const TensorView& u, const TensorView& h) {
   }
 }
 
+void swiglu_bwd(const TensorView& g, const TensorView& u, const TensorView& dh, const TensorView& dg,
+                const TensorView& du) {
+  for (const TensorView* t : {&u, &dh, &dg, &du}) op_check_shape("swiglu_bwd", "arg", *t, g.shape);
+  switch (g.device) {
+    case Device::CPU:
+      op_check_f32("swiglu_bwd", "g", g);
+      cpu::swiglu_bwd(g.f32(), u.f32(), dh.f32(), dg.f32(), du.f32(), g.numel());
+      return;
+    case Device::CUDA: op_unsupported("swiglu_bwd", g);
+  }
+}
+
 }  // namespace tune

@@ -1,5 +1,6 @@
 // SwiGLU gate: h = silu(g) * u, silu(g) = g * sigmoid(g).
-// g (T, I), u (T, I) -> h (T, I); h may alias g.
+// fwd: g (T, I), u (T, I) -> h (T, I); h may alias g
+// bwd: dh -> dg = dh * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))), du = dh * silu(g) (both overwritten)
 #pragma once
 
 #include "core/tensor.h"
@@ -7,9 +8,14 @@
 namespace tune {
 
 void swiglu_fwd(const TensorView& g, const TensorView& u, const TensorView& h);
+void swiglu_bwd(const TensorView& g, const TensorView& u, const TensorView& dh, const TensorView& dg,
+                const TensorView& du);
 
 namespace cpu {
-void swiglu_fwd(const float* g, const float* u, float* h, int64_t n);
-}
+template <class R>
+void swiglu_fwd(const R* g, const R* u, R* h, int64_t n);
+template <class R>
+void swiglu_bwd(const R* g, const R* u, const R* dh, R* dg, R* du, int64_t n);
+}  // namespace cpu
 
 }  // namespace tune

@@ -1,6 +1,7 @@
 // attention_fwd: against an explicit double softmax with GQA head mapping, and packed documents behave exactly as
 // separate sequences.
 #include "ops/attention.h"
+#include "grad_check.h"
 #include "op_test_util.h"
 
 namespace tune {
@@ -52,6 +53,32 @@ TEST(Attention, PackedDocumentsAreIndependent) {
   attention_fwd(q, k, v, &starts.view(), 0.5f, o);
   for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 4}, {4, 6}, {6, 9}})
     test::expect_close(o.f32() + b * nH * d, reference(q, k, v, b, e, 0.5f), 1e-6, 1e-5);
+}
+
+}  // namespace tune
+
+namespace tune {
+
+TEST(Attention, GradCheck) {
+  const int64_t T = 6, d = 3;
+  const int32_t docs[T] = {0, 0, 0, 3, 3, 5};
+  for (auto [nH, nKV] : {std::pair<int64_t, int64_t>{2, 2}, {4, 2}, {3, 1}}) {
+    for (const int32_t* ds : {static_cast<const int32_t*>(nullptr), docs}) {
+      auto q = test::randv(T * nH * d, 11), k = test::randv(T * nKV * d, 12), v = test::randv(T * nKV * d, 13);
+      auto g = test::randv(T * nH * d, 14);
+      auto loss = [&] {
+        std::vector<double> o(T * nH * d);
+        cpu::attention_fwd(q.data(), k.data(), v.data(), ds, 0.7, o.data(), T, nH, nKV, d);
+        return test::weighted_sum(o, g);
+      };
+      std::vector<double> dq(q.size()), dk(k.size()), dv(v.size());
+      cpu::attention_bwd(q.data(), k.data(), v.data(), ds, 0.7, g.data(), dq.data(), dk.data(), dv.data(), T, nH,
+                         nKV, d);
+      test::expect_grad("dq", q, dq, loss);
+      test::expect_grad("dk", k, dk, loss);
+      test::expect_grad("dv", v, dv, loss);
+    }
+  }
 }
 
 }  // namespace tune

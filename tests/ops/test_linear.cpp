@@ -1,5 +1,6 @@
 // linear_fwd against a double-precision loop, odd shapes, with and without bias.
 #include "ops/linear.h"
+#include "grad_check.h"
 #include "op_test_util.h"
 
 namespace tune {
@@ -26,6 +27,30 @@ TEST(Linear, MatchesDoubleReference) {
 TEST(Linear, ShapeMismatchIsAnError) {
   Tensor x = test::randn({2, 3}, 1), w = test::randn({4, 5}, 2), y = Tensor::empty(DType::F32, {2, 4});
   EXPECT_THROW(linear_fwd(x, w, nullptr, y), InternalError);
+}
+
+}  // namespace tune
+
+namespace tune {
+
+TEST(Linear, GradCheck) {
+  const int64_t T = 5, K = 7, N = 3;
+  auto x = test::randv(T * K, 1), w = test::randv(N * K, 2), b = test::randv(N, 3), g = test::randv(T * N, 4);
+  auto loss = [&] {
+    std::vector<double> y(T * N);
+    cpu::linear_fwd(x.data(), w.data(), b.data(), y.data(), T, K, N);
+    return test::weighted_sum(y, g);
+  };
+  std::vector<double> dx(T * K, 5.0), dw(N * K, 0.0), db(N, 0.0);
+  cpu::linear_bwd(x.data(), w.data(), g.data(), dx.data(), false, dw.data(), db.data(), T, K, N);
+  test::expect_grad("dx", x, dx, loss);
+  test::expect_grad("dw", w, dw, loss);
+  test::expect_grad("db", b, db, loss);
+  // accumulate_dx adds to what is there; parameter gradients always accumulate.
+  std::vector<double> dx2 = dx, dw2 = dw;
+  cpu::linear_bwd<double>(x.data(), w.data(), g.data(), dx2.data(), true, dw2.data(), nullptr, T, K, N);
+  for (size_t i = 0; i < dx.size(); ++i) EXPECT_NEAR(dx2[i], 2 * dx[i], 1e-12);
+  for (size_t i = 0; i < dw.size(); ++i) EXPECT_NEAR(dw2[i], 2 * dw[i], 1e-12);
 }
 
 }  // namespace tune

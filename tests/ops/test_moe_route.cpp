@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "ops/moe_route.h"
+#include "grad_check.h"
 #include "op_test_util.h"
 
 namespace tune {
@@ -30,6 +31,29 @@ TEST(MoeRoute, TopKOfSoftmax) {
           EXPECT_NEAR(w.f32()[t * k + j], want, 1e-6);
         }
       }
+    }
+  }
+}
+
+}  // namespace tune
+
+namespace tune {
+
+TEST(MoeRoute, GradCheck) {
+  const int64_t T = 5, E = 6;
+  for (int64_t k : {int64_t(1), int64_t(2), int64_t(4)}) {
+    for (bool renorm : {false, true}) {
+      auto l = test::randv(T * E, 18, 2.0), g = test::randv(T * k, 19);
+      std::vector<int32_t> ex(T * k);
+      auto loss = [&] {
+        std::vector<double> w(T * k);
+        cpu::moe_route_fwd(l.data(), renorm, ex.data(), w.data(), T, E, k);
+        return test::weighted_sum(w, g);
+      };
+      loss();  // fixes the selection the backward differentiates
+      std::vector<double> dl(T * E);
+      cpu::moe_route_bwd(l.data(), renorm, ex.data(), g.data(), dl.data(), T, E, k);
+      test::expect_grad("dlogits", l, dl, loss);
     }
   }
 }

@@ -1,6 +1,7 @@
 // rope_fwd: matches the rotate_half formula, is the identity at position 0, keeps pair norms, and leaves the dims
 // past rotary_dim untouched (partial RoPE).
 #include "ops/rope.h"
+#include "grad_check.h"
 #include "op_test_util.h"
 
 namespace tune {
@@ -27,6 +28,26 @@ TEST(Rope, MatchesFormulaAndPartialDims) {
     // Angles are formed in fp32 as transformers does: |pos| <= 15 gives angle errors ~ 1e-6.
     test::expect_close(y.f32(), ref, 1e-5, 1e-5);
     for (int64_t i = 0; i < Hh * d; ++i) EXPECT_EQ(y.f32()[i], x.f32()[i]) << "position 0 must be unrotated";
+  }
+}
+
+}  // namespace tune
+
+namespace tune {
+
+TEST(Rope, GradCheck) {
+  const int64_t T = 4, Hh = 2, d = 8;
+  const int32_t pos[T] = {0, 3, 7, 2};
+  for (int64_t rd : {int64_t(8), int64_t(4)}) {
+    auto x = test::randv(T * Hh * d, 9), g = test::randv(T * Hh * d, 10);
+    auto loss = [&] {
+      std::vector<double> y = x;
+      cpu::rope(y.data(), pos, T, Hh, d, rd, 1000.0, +1);
+      return test::weighted_sum(y, g);
+    };
+    std::vector<double> dx = g;
+    cpu::rope(dx.data(), pos, T, Hh, d, rd, 1000.0, -1);
+    test::expect_grad("dx", x, dx, loss);
   }
 }
 
