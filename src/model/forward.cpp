@@ -1,4 +1,4 @@
-// Forward pass: embedding -> [norm -> mixer -> residual -> norm -> FFN -> residual] x L -> norm -> head.
+// The model's forward and backward. The backward walks the layers in reverse with the activations the forward kept.
 #include "model/forward.h"
 
 #include <cmath>
@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ops/attention.h"
+#include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/linear.h"
 #include "ops/moe_route.h"
@@ -17,6 +18,8 @@ namespace tune {
 
 namespace {
 
+Tensor f32(Shape s) { return Tensor::empty(DType::F32, s); }
+
 void add_inplace(const Tensor& x, const Tensor& y) {
   float* a = x.f32();
   const float* b = y.f32();
@@ -24,121 +27,418 @@ void add_inplace(const Tensor& x, const Tensor& y) {
 }
 
 const TensorView* opt(const Tensor& t) { return t.defined() ? &t.view() : nullptr; }
+const TensorView* opt(const Tensor* t) { return t ? &t->view() : nullptr; }
 
-// x (T, H) -> out (T, H): full causal GQA attention with optional qkv bias and QK-norm.
-void attention_mixer_fwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, const Tensor& pos,
-                         const Tensor& out) {
-  const int64_t T = x.size(0), nH = c.num_heads, nKV = c.num_kv_heads, hd = c.head_dim;
-  Tensor q = Tensor::empty(DType::F32, {T, nH * hd});
-  Tensor k = Tensor::empty(DType::F32, {T, nKV * hd});
-  Tensor v = Tensor::empty(DType::F32, {T, nKV * hd});
-  linear_fwd(x, w.attn_q, opt(w.attn_q_bias), q);
-  linear_fwd(x, w.attn_k, opt(w.attn_k_bias), k);
-  linear_fwd(x, w.attn_v, opt(w.attn_v_bias), v);
-  if (c.qk_norm) {
-    rmsnorm_fwd(q, w.attn_q_norm, float(c.rms_norm_eps), c.norm_zero_centered, q);
-    rmsnorm_fwd(k, w.attn_k_norm, float(c.rms_norm_eps), c.norm_zero_centered, k);
+// ---------------------------------------------------------------------------------------------------------------
+// Linear with an optional LoRA branch: y = x W^T + b + s * (drop(x) A^T) B^T.
+struct LoraCtx {
+  const LoraWeights* w = nullptr;  // null: plain linear
+  float scale = 0;
+  float dropout = 0;
+  Rng* rng = nullptr;
+};
+
+struct LinearActs {
+  Tensor xd;                    // dropout(x), only when dropout is on
+  std::vector<uint8_t> kept;    // its mask
+  Tensor xa;                    // drop(x) A^T (T, r)
+};
+
+void lora_linear_fwd(const Tensor& x, const Tensor& w, const Tensor& b, const LoraCtx& lc, const Tensor& y,
+                     LinearActs* acts) {
+  linear_fwd(x, w, opt(b), y);
+  if (!lc.w) return;
+  const int64_t T = x.size(0), r = lc.w->A.size(0);
+  Tensor xin = x;
+  std::vector<uint8_t> kept;
+  if (lc.dropout > 0 && lc.rng) {
+    xin = f32(x.shape());
+    kept.resize(size_t(x.numel()));
+    const float keep = 1.0f - lc.dropout;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      kept[size_t(i)] = lc.rng->uniform() < keep;
+      xin.f32()[i] = kept[size_t(i)] ? x.f32()[i] / keep : 0.0f;
+    }
   }
-  const Tensor q3 = q.reshape({T, nH, hd}), k3 = k.reshape({T, nKV, hd});
-  rope_fwd(q3, pos, c.rotary_dim, c.rope_theta);
-  rope_fwd(k3, pos, c.rotary_dim, c.rope_theta);
-  Tensor o = Tensor::empty(DType::F32, {T, nH, hd});
-  attention_fwd(q3, k3, v.reshape({T, nKV, hd}), nullptr, float(1.0 / std::sqrt(double(hd))), o);
-  linear_fwd(o.reshape({T, nH * hd}), w.attn_output, nullptr, out);
+  Tensor xa = f32({T, r}), yl = f32(y.shape());
+  linear_fwd(xin, lc.w->A, nullptr, xa);
+  linear_fwd(xa, lc.w->B, nullptr, yl);
+  for (int64_t i = 0; i < y.numel(); ++i) y.f32()[i] += lc.scale * yl.f32()[i];
+  if (acts) {
+    acts->xd = xin.data() == x.data() ? Tensor() : xin;
+    acts->kept = std::move(kept);
+    acts->xa = xa;
+  }
 }
 
-// x (T, H) -> out (T, H): down(silu(gate x) * up x).
-void swiglu_ffn_fwd(const Tensor& x, const Tensor& wg, const Tensor& wu, const Tensor& wd, const Tensor& out) {
-  const int64_t T = x.size(0), I = wg.size(0);
-  Tensor g = Tensor::empty(DType::F32, {T, I}), u = Tensor::empty(DType::F32, {T, I});
-  linear_fwd(x, wg, nullptr, g);
-  linear_fwd(x, wu, nullptr, u);
-  swiglu_fwd(g, u, g);
-  linear_fwd(g, wd, nullptr, out);
+// dy (T, out) -> dx (T, in) (overwritten or accumulated); LoRA gradients added to dA, dB.
+void lora_linear_bwd(const Tensor& x, const Tensor& w, const LoraCtx& lc, const LinearActs& acts, const Tensor& dy,
+                     const Tensor& dx, bool accumulate_dx) {
+  linear_bwd(x, w, dy, &dx.view(), accumulate_dx, nullptr, nullptr);
+  if (!lc.w) return;
+  LoraWeights& lw = const_cast<LoraWeights&>(*lc.w);
+  const int64_t T = x.size(0), r = lw.A.size(0);
+  Tensor dys = f32(dy.shape()), dxa = f32({T, r});
+  for (int64_t i = 0; i < dy.numel(); ++i) dys.f32()[i] = lc.scale * dy.f32()[i];
+  linear_bwd(acts.xa, lw.B, dys, &dxa.view(), false, &lw.dB.view(), nullptr);
+  const Tensor& xin = acts.xd.defined() ? acts.xd : x;
+  if (!acts.xd.defined()) {
+    linear_bwd(xin, lw.A, dxa, &dx.view(), true, &lw.dA.view(), nullptr);
+    return;
+  }
+  // Through dropout: dx += mask / keep * (dxa A).
+  Tensor dxd = f32(x.shape());
+  linear_bwd(xin, lw.A, dxa, &dxd.view(), false, &lw.dA.view(), nullptr);
+  const float keep = 1.0f - lc.dropout;
+  for (int64_t i = 0; i < x.numel(); ++i)
+    if (acts.kept[size_t(i)]) dx.f32()[i] += dxd.f32()[i] / keep;
 }
 
-// Expert e's [rows, cols] slice of a stacked [E, rows, cols] tensor.
+// ---------------------------------------------------------------------------------------------------------------
+struct LayerActs {
+  Tensor x;              // (T, H) layer input
+  Tensor h1;             // input_layernorm(x)
+  Tensor q, k, v;        // projections (T, nH*hd), (T, nKV*hd)
+  Tensor qn, kn;         // after QK-norm, before RoPE
+  Tensor qr, kr;         // after RoPE: what attention saw
+  Tensor o;              // attention output (T, nH*hd)
+  Tensor xm;             // x + o_proj(o)
+  Tensor h2;             // post_attention_layernorm(xm)
+  Tensor g, u, a;        // dense FFN: gate, up, silu(gate) * up
+  Tensor route_logits;   // MoE router (T, E)
+  Tensor experts, weights;  // MoE selection (T, k) i32 / f32
+  std::array<LinearActs, kLoraTargets> lin;
+};
+
+struct Ctx {
+  const ModelConfig& c;
+  const LoraAdapter* lora;
+  Rng* rng;
+  const Tensor& pos;        // (T) i32
+  const Tensor* doc_start;  // (T) i32 or null
+  LoraCtx lora_ctx(int64_t layer, LoraTarget t) const {
+    LoraCtx lc;
+    if (!lora) return lc;
+    const LoraWeights& w = lora->layers[size_t(layer)][size_t(t)];
+    if (!w.defined()) return lc;
+    lc.w = &w;
+    lc.scale = float(lora->config.scale());
+    lc.dropout = float(lora->config.dropout);
+    lc.rng = rng;
+    return lc;
+  }
+};
+
 Tensor expert_slice(const Tensor& t, int64_t e) { return t.slice_rows(e, e + 1).reshape({t.size(1), t.size(2)}); }
 
-// x (T, H) -> out (T, H): route each token to its top-k experts, run each expert on its tokens, sum weighted.
-void moe_ffn_fwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, const Tensor& out) {
-  const int64_t T = x.size(0), H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
-  Tensor logits = Tensor::empty(DType::F32, {T, E});
-  linear_fwd(x, w.ffn_gate_inp, nullptr, logits);
-  Tensor experts = Tensor::empty(DType::I32, {T, k}), weights = Tensor::empty(DType::F32, {T, k});
-  moe_route_fwd(logits, c.norm_topk_prob, experts, weights);
+// Rows of `x` routed to expert e, as (token, slot) indices into the (T, k) selection.
+std::vector<int64_t> expert_rows(const Tensor& experts, int64_t e) {
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < experts.numel(); ++i)
+    if (experts.ptr<int32_t>()[i] == e) rows.push_back(i);
+  return rows;
+}
 
+Tensor gather_rows(const Tensor& x, const std::vector<int64_t>& rows, int64_t k) {
+  const int64_t H = x.size(1);
+  Tensor out = f32({int64_t(rows.size()), H});
+  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(out.f32() + r * H, x.f32() + (rows[r] / k) * H, size_t(H) * 4);
+  return out;
+}
+
+void layer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
+  const ModelConfig& c = cx.c;
+  const int64_t T = s.x.size(0), H = c.hidden_size, nH = c.num_heads, nKV = c.num_kv_heads, hd = c.head_dim;
+  const float eps = float(c.rms_norm_eps);
+  if (c.layers[size_t(l)].mixer != MixerKind::Attention) {
+    throw UnsupportedError("layer " + std::to_string(l) + " is " + mixer_kind_name(c.layers[size_t(l)].mixer) +
+                               ", which the forward pass does not run yet",
+                           "Qwen3.5 models can be inspected with tune info; qwen2, qwen3 and qwen3_moe run");
+  }
+  // Attention.
+  s.h1 = f32({T, H});
+  rmsnorm_fwd(s.x, w.attn_norm, eps, c.norm_zero_centered, s.h1);
+  s.q = f32({T, nH * hd});
+  s.k = f32({T, nKV * hd});
+  s.v = f32({T, nKV * hd});
+  lora_linear_fwd(s.h1, w.attn_q, w.attn_q_bias, cx.lora_ctx(l, LoraTarget::Q), s.q, &s.lin[0]);
+  lora_linear_fwd(s.h1, w.attn_k, w.attn_k_bias, cx.lora_ctx(l, LoraTarget::K), s.k, &s.lin[1]);
+  lora_linear_fwd(s.h1, w.attn_v, w.attn_v_bias, cx.lora_ctx(l, LoraTarget::V), s.v, &s.lin[2]);
+  s.qn = s.q;
+  s.kn = s.k;
+  if (c.qk_norm) {
+    s.qn = f32(s.q.shape());
+    s.kn = f32(s.k.shape());
+    rmsnorm_fwd(s.q, w.attn_q_norm, eps, c.norm_zero_centered, s.qn);
+    rmsnorm_fwd(s.k, w.attn_k_norm, eps, c.norm_zero_centered, s.kn);
+  }
+  s.qr = s.qn.clone().reshape({T, nH, hd});
+  s.kr = s.kn.clone().reshape({T, nKV, hd});
+  rope_fwd(s.qr, cx.pos, c.rotary_dim, c.rope_theta);
+  rope_fwd(s.kr, cx.pos, c.rotary_dim, c.rope_theta);
+  s.o = f32({T, nH, hd});
+  attention_fwd(s.qr, s.kr, s.v.reshape({T, nKV, hd}), opt(cx.doc_start), float(1.0 / std::sqrt(double(hd))),
+                s.o);
+  s.o = s.o.reshape({T, nH * hd});
+  s.xm = f32({T, H});
+  lora_linear_fwd(s.o, w.attn_output, Tensor(), cx.lora_ctx(l, LoraTarget::O), s.xm, &s.lin[3]);
+  add_inplace(s.xm, s.x);
+
+  // FFN input.
+  s.h2 = f32({T, H});
+  rmsnorm_fwd(s.xm, w.ffn_norm, eps, c.norm_zero_centered, s.h2);
+}
+
+// x (T, H) -> out (T, H) = down(silu(gate x) * up x), keeping g, u, a when `keep`.
+void swiglu_ffn_fwd(const Tensor& x, const Tensor& wg, const Tensor& wu, const Tensor& wd, const LoraCtx& lg,
+                    const LoraCtx& lu, const LoraCtx& ld, const Tensor& out, Tensor* g_out, Tensor* u_out,
+                    Tensor* a_out, LinearActs* lin) {
+  const int64_t T = x.size(0), I = wg.size(0);
+  Tensor g = f32({T, I}), u = f32({T, I}), a = f32({T, I});
+  lora_linear_fwd(x, wg, Tensor(), lg, g, lin ? &lin[0] : nullptr);
+  lora_linear_fwd(x, wu, Tensor(), lu, u, lin ? &lin[1] : nullptr);
+  swiglu_fwd(g, u, a);
+  lora_linear_fwd(a, wd, Tensor(), ld, out, lin ? &lin[2] : nullptr);
+  if (g_out) {
+    *g_out = g;
+    *u_out = u;
+    *a_out = a;
+  }
+}
+
+// dout (T, H) -> dx (T, H) accumulated; LoRA gradients added.
+void swiglu_ffn_bwd(const Tensor& x, const Tensor& wg, const Tensor& wu, const Tensor& wd, const LoraCtx& lg,
+                    const LoraCtx& lu, const LoraCtx& ld, const Tensor& g, const Tensor& u, const Tensor& a,
+                    const LinearActs* lin, const Tensor& dout, const Tensor& dx) {
+  static const LinearActs kNone;
+  const int64_t T = x.size(0), I = wg.size(0);
+  Tensor da = f32({T, I}), dg = f32({T, I}), du = f32({T, I});
+  lora_linear_bwd(a, wd, ld, lin ? lin[2] : kNone, dout, da, false);
+  swiglu_bwd(g, u, da, dg, du);
+  lora_linear_bwd(x, wg, lg, lin ? lin[0] : kNone, dg, dx, true);
+  lora_linear_bwd(x, wu, lu, lin ? lin[1] : kNone, du, dx, true);
+}
+
+// MoE: out = sum_j w_j expert_{e_j}(x) (+ sigmoid-gated shared expert).
+void moe_fwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, LayerActs& s, const Tensor& out) {
+  const int64_t T = x.size(0), H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
+  s.route_logits = f32({T, E});
+  linear_fwd(x, w.ffn_gate_inp, nullptr, s.route_logits);
+  s.experts = Tensor::empty(DType::I32, {T, k});
+  s.weights = f32({T, k});
+  moe_route_fwd(s.route_logits, c.norm_topk_prob, s.experts, s.weights);
   std::memset(out.data(), 0, out.nbytes());
+  const LoraCtx none;
   for (int64_t e = 0; e < E; ++e) {
-    std::vector<int64_t> rows;  // (token, slot) pairs routed to e
-    for (int64_t i = 0; i < T * k; ++i)
-      if (experts.ptr<int32_t>()[i] == e) rows.push_back(i);
+    const std::vector<int64_t> rows = expert_rows(s.experts, e);
     if (rows.empty()) continue;
-    const int64_t n = int64_t(rows.size());
-    Tensor xe = Tensor::empty(DType::F32, {n, H}), ye = Tensor::empty(DType::F32, {n, H});
-    for (int64_t r = 0; r < n; ++r) std::memcpy(xe.f32() + r * H, x.f32() + (rows[size_t(r)] / k) * H, size_t(H) * 4);
+    Tensor xe = gather_rows(x, rows, k), ye = f32({int64_t(rows.size()), H});
     swiglu_ffn_fwd(xe, expert_slice(w.ffn_gate_exps, e), expert_slice(w.ffn_up_exps, e),
-                   expert_slice(w.ffn_down_exps, e), ye);
-    for (int64_t r = 0; r < n; ++r) {
-      const float wt = weights.f32()[rows[size_t(r)]];
-      float* o = out.f32() + (rows[size_t(r)] / k) * H;
-      const float* y = ye.f32() + r * H;
-      for (int64_t j = 0; j < H; ++j) o[j] += wt * y[j];
+                   expert_slice(w.ffn_down_exps, e), none, none, none, ye, nullptr, nullptr, nullptr, nullptr);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const float wt = s.weights.f32()[rows[r]];
+      float* o = out.f32() + (rows[r] / k) * H;
+      for (int64_t j = 0; j < H; ++j) o[j] += wt * ye.f32()[int64_t(r) * H + j];
     }
   }
   if (w.ffn_gate_shexp.defined()) {
-    Tensor shared = Tensor::empty(DType::F32, {T, H}), gate = Tensor::empty(DType::F32, {T, 1});
-    swiglu_ffn_fwd(x, w.ffn_gate_shexp, w.ffn_up_shexp, w.ffn_down_shexp, shared);
+    Tensor shared = f32({T, H}), gate = f32({T, 1});
+    swiglu_ffn_fwd(x, w.ffn_gate_shexp, w.ffn_up_shexp, w.ffn_down_shexp, none, none, none, shared, nullptr, nullptr,
+                   nullptr, nullptr);
     linear_fwd(x, w.ffn_gate_inp_shexp, nullptr, gate);
     for (int64_t t = 0; t < T; ++t) {
-      const float s = 1.0f / (1.0f + std::exp(-gate.f32()[t]));
-      for (int64_t j = 0; j < H; ++j) out.f32()[t * H + j] += s * shared.f32()[t * H + j];
+      const float sg = 1.0f / (1.0f + std::exp(-gate.f32()[t]));
+      for (int64_t j = 0; j < H; ++j) out.f32()[t * H + j] += sg * shared.f32()[t * H + j];
     }
   }
+}
+
+// dout (T, H) -> dx (T, H) accumulated: through the experts (recomputed per expert) and through the routing weights.
+void moe_bwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, const LayerActs& s, const Tensor& dout,
+             const Tensor& dx) {
+  const int64_t T = x.size(0), H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
+  if (w.ffn_gate_shexp.defined()) {
+    throw UnsupportedError("the backward of the shared MoE expert (Qwen3.5-MoE) is not implemented yet");
+  }
+  Tensor dweights = f32({T, k});
+  const LoraCtx none;
+  for (int64_t e = 0; e < E; ++e) {
+    const std::vector<int64_t> rows = expert_rows(s.experts, e);
+    if (rows.empty()) continue;
+    const int64_t n = int64_t(rows.size());
+    const Tensor wg = expert_slice(w.ffn_gate_exps, e), wu = expert_slice(w.ffn_up_exps, e),
+                 wd = expert_slice(w.ffn_down_exps, e);
+    Tensor xe = gather_rows(x, rows, k), ye = f32({n, H}), g, u, a;
+    swiglu_ffn_fwd(xe, wg, wu, wd, none, none, none, ye, &g, &u, &a, nullptr);
+    // d(out_t)/d(y_e) = w_j; d(out_t)/d(w_j) = y_e . dout_t
+    Tensor dye = f32({n, H}), dxe = Tensor::zeros(DType::F32, {n, H});
+    for (int64_t r = 0; r < n; ++r) {
+      const float* d = dout.f32() + (rows[size_t(r)] / k) * H;
+      const float wt = s.weights.f32()[rows[size_t(r)]];
+      double dot = 0;
+      for (int64_t j = 0; j < H; ++j) {
+        dye.f32()[r * H + j] = wt * d[j];
+        dot += double(d[j]) * ye.f32()[r * H + j];
+      }
+      dweights.f32()[rows[size_t(r)]] = float(dot);
+    }
+    swiglu_ffn_bwd(xe, wg, wu, wd, none, none, none, g, u, a, nullptr, dye, dxe);
+    for (int64_t r = 0; r < n; ++r) {
+      float* d = dx.f32() + (rows[size_t(r)] / k) * H;
+      for (int64_t j = 0; j < H; ++j) d[j] += dxe.f32()[r * H + j];
+    }
+  }
+  Tensor dlogits = f32({T, E});
+  moe_route_bwd(s.route_logits, c.norm_topk_prob, s.experts, dweights, dlogits);
+  linear_bwd(x, w.ffn_gate_inp, dlogits, &dx.view(), true, nullptr, nullptr);
+}
+
+// Runs layer l from s.x; returns its output (T, H).
+Tensor layer_forward(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
+  const ModelConfig& c = cx.c;
+  layer_fwd(cx, w, l, s);
+  Tensor y = f32(s.x.shape());
+  if (c.layers[size_t(l)].ffn == FfnKind::Dense) {
+    swiglu_ffn_fwd(s.h2, w.ffn_gate, w.ffn_up, w.ffn_down, cx.lora_ctx(l, LoraTarget::Gate),
+                   cx.lora_ctx(l, LoraTarget::Up), cx.lora_ctx(l, LoraTarget::Down), y, &s.g, &s.u, &s.a, &s.lin[4]);
+  } else {
+    moe_fwd(c, w, s.h2, s, y);
+  }
+  add_inplace(y, s.xm);
+  return y;
+}
+
+// dy (T, H) = gradient of the layer output -> gradient of the layer input (T, H).
+Tensor layer_backward(const Ctx& cx, const LayerWeights& w, int64_t l, const LayerActs& s, const Tensor& dy) {
+  const ModelConfig& c = cx.c;
+  const int64_t T = s.x.size(0), H = c.hidden_size, nH = c.num_heads, nKV = c.num_kv_heads, hd = c.head_dim;
+  const float eps = float(c.rms_norm_eps);
+  // FFN branch: xm receives dy directly (residual) and through norm2.
+  Tensor dh2 = Tensor::zeros(DType::F32, {T, H});
+  if (c.layers[size_t(l)].ffn == FfnKind::Dense) {
+    swiglu_ffn_bwd(s.h2, w.ffn_gate, w.ffn_up, w.ffn_down, cx.lora_ctx(l, LoraTarget::Gate),
+                   cx.lora_ctx(l, LoraTarget::Up), cx.lora_ctx(l, LoraTarget::Down), s.g, s.u, s.a, &s.lin[4], dy,
+                   dh2);
+  } else {
+    moe_bwd(c, w, s.h2, s, dy, dh2);
+  }
+  Tensor dxm = f32({T, H});
+  rmsnorm_bwd(s.xm, w.ffn_norm, dh2, eps, c.norm_zero_centered, dxm, nullptr);
+  add_inplace(dxm, dy);
+
+  // Attention branch.
+  Tensor d_o = f32({T, nH * hd});
+  lora_linear_bwd(s.o, w.attn_output, cx.lora_ctx(l, LoraTarget::O), s.lin[3], dxm, d_o, false);
+  Tensor dq = f32({T, nH, hd}), dk = f32({T, nKV, hd}), dv = f32({T, nKV, hd});
+  attention_bwd(s.qr, s.kr, s.v.reshape({T, nKV, hd}), opt(cx.doc_start), float(1.0 / std::sqrt(double(hd))),
+                d_o.reshape({T, nH, hd}), dq, dk, dv);
+  rope_bwd(dq, cx.pos, c.rotary_dim, c.rope_theta);
+  rope_bwd(dk, cx.pos, c.rotary_dim, c.rope_theta);
+  dq = dq.reshape({T, nH * hd});
+  dk = dk.reshape({T, nKV * hd});
+  if (c.qk_norm) {
+    rmsnorm_bwd(s.q, w.attn_q_norm, dq, eps, c.norm_zero_centered, dq, nullptr);
+    rmsnorm_bwd(s.k, w.attn_k_norm, dk, eps, c.norm_zero_centered, dk, nullptr);
+  }
+  Tensor dh1 = f32({T, H});
+  lora_linear_bwd(s.h1, w.attn_q, cx.lora_ctx(l, LoraTarget::Q), s.lin[0], dq, dh1, false);
+  lora_linear_bwd(s.h1, w.attn_k, cx.lora_ctx(l, LoraTarget::K), s.lin[1], dk, dh1, true);
+  lora_linear_bwd(s.h1, w.attn_v, cx.lora_ctx(l, LoraTarget::V), s.lin[2], dv.reshape({T, nKV * hd}), dh1, true);
+  Tensor dx = f32({T, H});
+  rmsnorm_bwd(s.x, w.attn_norm, dh1, eps, c.norm_zero_centered, dx, nullptr);
+  add_inplace(dx, dxm);
+  return dx;
+}
+
+void check_cpu_f32(const Model& model) {
+  if (model.weights.token_embd.device() != Device::CPU || model.weights.token_embd.dtype() != DType::F32) {
+    throw UnsupportedError("the reference forward pass runs on f32 CPU weights", "load the model with --device cpu");
+  }
+}
+
+Tensor i32_tensor(std::span<const int32_t> v) {
+  Tensor t = Tensor::empty(DType::I32, {int64_t(v.size())});
+  std::memcpy(t.data(), v.data(), v.size() * 4);
+  return t;
 }
 
 }  // namespace
 
-Tensor model_logits(const Model& model, std::span<const int32_t> ids) {
+Tensor model_logits(const Model& model, std::span<const int32_t> ids, const LoraAdapter* lora) {
+  check_cpu_f32(model);
   const ModelConfig& c = model.config;
-  const ModelWeights& w = model.weights;
-  if (w.token_embd.device() != Device::CPU || w.token_embd.dtype() != DType::F32) {
-    throw UnsupportedError("the reference forward pass runs on f32 CPU weights", "load the model with --device cpu");
-  }
-  const int64_t T = int64_t(ids.size()), H = c.hidden_size;
+  const int64_t T = int64_t(ids.size());
   if (T == 0) throw ConfigError("no token ids given", "pass at least one id");
-  Tensor id = Tensor::empty(DType::I32, {T}), pos = Tensor::empty(DType::I32, {T});
-  for (int64_t t = 0; t < T; ++t) {
-    id.ptr<int32_t>()[t] = ids[size_t(t)];
-    pos.ptr<int32_t>()[t] = int32_t(t);
-  }
-  Tensor x = Tensor::empty(DType::F32, {T, H}), h = Tensor::empty(DType::F32, {T, H});
-  Tensor y = Tensor::empty(DType::F32, {T, H});
-  embedding_fwd(id, w.token_embd, x);
-  const float eps = float(c.rms_norm_eps);
+  Tensor id = i32_tensor(ids), pos = Tensor::empty(DType::I32, {T});
+  for (int64_t t = 0; t < T; ++t) pos.ptr<int32_t>()[t] = int32_t(t);
+  const Ctx cx{c, lora, nullptr, pos, nullptr};
+  Tensor x = f32({T, c.hidden_size});
+  embedding_fwd(id, model.weights.token_embd, x);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerSpec& ls = c.layers[size_t(l)];
-    const LayerWeights& lw = w.layers[size_t(l)];
-    rmsnorm_fwd(x, lw.attn_norm, eps, c.norm_zero_centered, h);
-    if (ls.mixer != MixerKind::Attention) {
-      throw UnsupportedError(std::string("layer ") + std::to_string(l) + " is " + mixer_kind_name(ls.mixer) +
-                                 ", which the forward pass does not run yet",
-                             "Qwen3.5 models can be inspected with tune info; qwen2, qwen3 and qwen3_moe run");
-    }
-    attention_mixer_fwd(c, lw, h, pos, y);
-    add_inplace(x, y);
-    rmsnorm_fwd(x, lw.ffn_norm, eps, c.norm_zero_centered, h);
-    if (ls.ffn == FfnKind::Dense) {
-      swiglu_ffn_fwd(h, lw.ffn_gate, lw.ffn_up, lw.ffn_down, y);
-    } else {
-      moe_ffn_fwd(c, lw, h, y);
-    }
-    add_inplace(x, y);
+    LayerActs s;
+    s.x = x;
+    x = layer_forward(cx, model.weights.layers[size_t(l)], l, s);
   }
-  rmsnorm_fwd(x, w.output_norm, eps, c.norm_zero_centered, h);
-  Tensor logits = Tensor::empty(DType::F32, {T, c.vocab_size});
-  linear_fwd(h, w.output, nullptr, logits);
+  Tensor h = f32({T, c.hidden_size}), logits = f32({T, c.vocab_size});
+  rmsnorm_fwd(x, model.weights.output_norm, float(c.rms_norm_eps), c.norm_zero_centered, h);
+  linear_fwd(h, model.weights.output, nullptr, logits);
   return logits;
+}
+
+RowLoss model_loss_row(const Model& model, LoraAdapter* lora, const TokenRow& row, std::span<const int32_t> targets,
+                       float grad_scale, Rng* dropout_rng) {
+  check_cpu_f32(model);
+  const ModelConfig& c = model.config;
+  const int64_t T = int64_t(row.ids.size()), H = c.hidden_size, V = c.vocab_size;
+  TUNE_CHECK(int64_t(targets.size()) == T) << "targets must match ids";
+  Tensor id = i32_tensor(row.ids), pos;
+  if (row.pos.empty()) {
+    pos = Tensor::empty(DType::I32, {T});
+    for (int64_t t = 0; t < T; ++t) pos.ptr<int32_t>()[t] = int32_t(t);
+  } else {
+    pos = i32_tensor(row.pos);
+  }
+  Tensor docs = row.doc_start.empty() ? Tensor() : i32_tensor(row.doc_start);
+  const Ctx cx{c, lora, dropout_rng, pos, row.doc_start.empty() ? nullptr : &docs};
+
+  std::vector<LayerActs> acts(size_t(c.num_layers));
+  Tensor x = f32({T, H});
+  embedding_fwd(id, model.weights.token_embd, x);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    acts[size_t(l)].x = x;
+    x = layer_forward(cx, model.weights.layers[size_t(l)], l, acts[size_t(l)]);
+  }
+
+  // The head runs only on positions with a target.
+  std::vector<int64_t> rows;
+  for (int64_t t = 0; t < T; ++t)
+    if (targets[size_t(t)] != kIgnoreIndex) rows.push_back(t);
+  RowLoss out;
+  out.trained = int64_t(rows.size());
+  if (rows.empty()) return out;
+  const int64_t n = out.trained;
+  Tensor xs = f32({n, H}), hs = f32({n, H}), logits = f32({n, V}), tg = Tensor::empty(DType::I32, {n});
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(xs.f32() + i * H, x.f32() + rows[size_t(i)] * H, size_t(H) * 4);
+    tg.ptr<int32_t>()[i] = targets[size_t(rows[size_t(i)])];
+  }
+  rmsnorm_fwd(xs, model.weights.output_norm, float(c.rms_norm_eps), c.norm_zero_centered, hs);
+  linear_fwd(hs, model.weights.output, nullptr, logits);
+  Tensor losses = f32({n});
+  cross_entropy_fwd(logits, tg, losses);
+  for (int64_t i = 0; i < n; ++i) out.loss_sum += losses.f32()[i];
+  if (grad_scale == 0.0f || !lora) return out;
+
+  // Backward: head, final norm, scatter to the trained rows, then the layers in reverse.
+  Tensor dlogits = f32({n, V}), dhs = f32({n, H}), dxs = f32({n, H});
+  cross_entropy_bwd(logits, tg, grad_scale, dlogits);
+  linear_bwd(hs, model.weights.output, dlogits, &dhs.view(), false, nullptr, nullptr);
+  rmsnorm_bwd(xs, model.weights.output_norm, dhs, float(c.rms_norm_eps), c.norm_zero_centered, dxs, nullptr);
+  Tensor dx = Tensor::zeros(DType::F32, {T, H});
+  for (int64_t i = 0; i < n; ++i) std::memcpy(dx.f32() + rows[size_t(i)] * H, dxs.f32() + i * H, size_t(H) * 4);
+  for (int64_t l = c.num_layers - 1; l >= 0; --l)
+    dx = layer_backward(cx, model.weights.layers[size_t(l)], l, acts[size_t(l)], dx);
+  return out;
 }
 
 }  // namespace tune

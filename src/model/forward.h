@@ -1,15 +1,38 @@
-// The inference forward pass (fp32 reference on the CPU): ids -> logits, one straight sequence of op calls per
-// block kind. Qwen2/2.5, Qwen3 and Qwen3-MoE blocks (full attention + SwiGLU or MoE FFN).
+// Forward and backward passes of a whole model (fp32 reference on the CPU), optionally with a LoRA adapter:
+// embedding -> [norm -> attention -> residual -> norm -> SwiGLU or MoE -> residual] x L -> norm -> head.
+// Qwen2/2.5, Qwen3 and Qwen3-MoE blocks. One straight sequence of op calls per block kind; every intermediate
+// is a named tensor kept for the backward.
 #pragma once
 
 #include <cstdint>
 #include <span>
 
+#include "core/rng.h"
+#include "model/lora.h"
 #include "model/model.h"
 
 namespace tune {
 
-// ids (T) -> logits (T, V). Positions are 0..T-1 (one document).
-Tensor model_logits(const Model& model, std::span<const int32_t> ids);
+// One row of tokens. `pos` restarts at 0 for each packed document and `doc_start[t]` is the row index of t's
+// document's first token; empty spans mean one document with positions 0..T-1.
+struct TokenRow {
+  std::span<const int32_t> ids;
+  std::span<const int32_t> pos;
+  std::span<const int32_t> doc_start;
+};
+
+// ids (T) -> logits (T, V).
+Tensor model_logits(const Model& model, std::span<const int32_t> ids, const LoraAdapter* lora = nullptr);
+
+struct RowLoss {
+  double loss_sum = 0;  // summed cross-entropy over trained positions
+  int64_t trained = 0;  // positions with a target
+};
+
+// Cross-entropy of one row against `targets` (T): targets[t] is the id that should follow position t, -100 where
+// nothing is trained. With `grad_scale` != 0 it also runs the backward and adds grad_scale * d(loss_sum)/d(theta)
+// into the adapter's dA and dB (parameters accumulate). `dropout_rng` drives LoRA dropout (null = no dropout).
+RowLoss model_loss_row(const Model& model, LoraAdapter* lora, const TokenRow& row, std::span<const int32_t> targets,
+                       float grad_scale, Rng* dropout_rng);
 
 }  // namespace tune

@@ -1,0 +1,104 @@
+// LoRA adapter allocation, PEFT initialization and target names.
+#include "model/lora.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace tune {
+
+namespace {
+const char* kShort[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
+const char* kModule[kLoraTargets] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+}  // namespace
+
+const char* lora_target_short(LoraTarget t) { return kShort[int(t)]; }
+const char* lora_target_module(LoraTarget t) { return kModule[int(t)]; }
+
+std::array<bool, kLoraTargets> lora_targets_parse(const std::string& list) {
+  std::array<bool, kLoraTargets> on{};
+  std::stringstream ss(list);
+  std::string item;
+  bool any = false;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    if (item == "all") {
+      on.fill(true);
+      any = true;
+      continue;
+    }
+    bool found = false;
+    for (int i = 0; i < kLoraTargets; ++i) {
+      if (item == kShort[i] || item == kModule[i]) on[size_t(i)] = found = any = true;
+    }
+    if (!found)
+      throw ConfigError("--target: unknown LoRA target '" + item + "'", "use a list of q,k,v,o,gate,up,down or all");
+  }
+  if (!any) throw ConfigError("--target: no LoRA target given", "e.g. --target q,k,v,o,gate,up,down");
+  return on;
+}
+
+double LoraConfig::scale() const { return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank); }
+
+std::pair<int64_t, int64_t> LoraAdapter::target_shape(const ModelConfig& c, int64_t layer, LoraTarget t) {
+  const LayerSpec& ls = c.layers[size_t(layer)];
+  const bool attn = ls.mixer != MixerKind::GatedDeltaNet, dense = ls.ffn == FfnKind::Dense;
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  switch (t) {
+    case LoraTarget::Q: return attn ? std::pair{H, c.q_dim(ls.mixer)} : std::pair<int64_t, int64_t>{0, 0};
+    case LoraTarget::K:
+    case LoraTarget::V: return attn ? std::pair{H, c.kv_dim()} : std::pair<int64_t, int64_t>{0, 0};
+    case LoraTarget::O: return attn ? std::pair{c.num_heads * c.head_dim, H} : std::pair<int64_t, int64_t>{0, 0};
+    case LoraTarget::Gate:
+    case LoraTarget::Up: return dense ? std::pair{H, I} : std::pair<int64_t, int64_t>{0, 0};
+    case LoraTarget::Down: return dense ? std::pair{I, H} : std::pair<int64_t, int64_t>{0, 0};
+  }
+  return {0, 0};
+}
+
+LoraAdapter LoraAdapter::init(const ModelConfig& model, const LoraConfig& config, uint64_t seed) {
+  if (config.rank <= 0) throw ConfigError("--lora-r must be positive, got " + std::to_string(config.rank));
+  if (config.dropout < 0 || config.dropout >= 1) throw ConfigError("--lora-dropout must be in [0, 1)");
+  LoraAdapter a;
+  a.config = config;
+  a.layers.resize(size_t(model.num_layers));
+  Rng rng(seed);
+  const int64_t r = config.rank;
+  for (int64_t l = 0; l < model.num_layers; ++l) {
+    for (int t = 0; t < kLoraTargets; ++t) {
+      if (!config.targets[size_t(t)]) continue;
+      const auto [in, out] = target_shape(model, l, LoraTarget(t));
+      if (in == 0) continue;
+      LoraWeights& w = a.layers[size_t(l)][size_t(t)];
+      w.A = Tensor::empty(DType::F32, {r, in});
+      w.B = Tensor::zeros(DType::F32, {out, r});
+      const float bound = float(1.0 / std::sqrt(double(in)));
+      for (int64_t i = 0; i < w.A.numel(); ++i) w.A.f32()[i] = (2.0f * rng.uniform() - 1.0f) * bound;
+      w.dA = Tensor::zeros(DType::F32, w.A.shape());
+      w.dB = Tensor::zeros(DType::F32, w.B.shape());
+    }
+  }
+  return a;
+}
+
+void LoraAdapter::zero_grad() {
+  for (auto& layer : layers)
+    for (LoraWeights& w : layer)
+      if (w.defined()) {
+        std::memset(w.dA.data(), 0, w.dA.nbytes());
+        std::memset(w.dB.data(), 0, w.dB.nbytes());
+      }
+}
+
+int64_t LoraAdapter::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& layer : layers)
+    for (const LoraWeights& w : layer)
+      if (w.defined()) n += w.A.numel() + w.B.numel();
+  return n;
+}
+
+}  // namespace tune

@@ -1,0 +1,52 @@
+// LoRA adapter weights: for each targeted linear W (out, in), y = x W^T + s * (dropout(x) A^T) B^T with
+// A (r, in) and B (out, r) in fp32, s = alpha / r (or alpha / sqrt(r) with rsLoRA). Initialized as PEFT does:
+// A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0. Base weights stay frozen.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+
+namespace tune {
+
+enum class LoraTarget : int { Q, K, V, O, Gate, Up, Down };
+constexpr int kLoraTargets = 7;
+
+// Short names as on the command line ("q", "gate") and Hugging Face module names ("q_proj", "gate_proj").
+const char* lora_target_short(LoraTarget t);
+const char* lora_target_module(LoraTarget t);
+// Parses "q,k,v,o,gate,up,down" (module names like "q_proj" are accepted too).
+std::array<bool, kLoraTargets> lora_targets_parse(const std::string& list);
+
+struct LoraConfig {
+  int64_t rank = 16;
+  double alpha = 32;
+  double dropout = 0;
+  bool rslora = false;
+  std::array<bool, kLoraTargets> targets{true, true, true, true, true, true, true};
+  double scale() const;
+};
+
+struct LoraWeights {
+  Tensor A, B;    // (r, in), (out, r), f32
+  Tensor dA, dB;  // gradients, same shapes
+  bool defined() const { return A.defined(); }
+};
+
+struct LoraAdapter {
+  LoraConfig config;
+  std::vector<std::array<LoraWeights, kLoraTargets>> layers;  // one per model layer; absent targets undefined
+
+  // Allocates A, B and their gradients for every target the model has, PEFT-initialized from `seed`.
+  static LoraAdapter init(const ModelConfig& model, const LoraConfig& config, uint64_t seed);
+  void zero_grad();
+  int64_t num_parameters() const;
+  // The (in, out) of target t in layer l of `model`, or {0, 0} when the layer has no such linear.
+  static std::pair<int64_t, int64_t> target_shape(const ModelConfig& model, int64_t layer, LoraTarget t);
+};
+
+}  // namespace tune
