@@ -1,0 +1,207 @@
+// Training loop, checkpoints and the per-step log.
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "core/rng.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "model/lora_peft.h"
+#include "ops/cross_entropy.h"
+
+namespace fs = std::filesystem;
+
+namespace tune {
+
+std::vector<int32_t> targets_from_labels(std::span<const int32_t> labels) {
+  std::vector<int32_t> t(labels.size(), kIgnoreIndex);
+  for (size_t i = 0; i + 1 < labels.size(); ++i) t[i] = labels[i + 1];
+  return t;
+}
+
+StepResult train_step(const Model& model, LoraAdapter& adapter, Optimizer& opt, std::span<const TrainRow> rows,
+                      double lr, double max_grad_norm, uint64_t dropout_seed) {
+  StepResult r;
+  for (const TrainRow& row : rows) {
+    r.tokens += int64_t(row.ids.size());
+    for (int32_t t : row.targets) r.trained += t != kIgnoreIndex;
+  }
+  adapter.zero_grad();
+  if (r.trained == 0) {
+    r.skipped = true;
+    return r;
+  }
+  // d(mean loss)/d(row loss sum) = 1 / trained tokens of the whole step.
+  const float scale = float(1.0 / double(r.trained));
+  Rng rng(dropout_seed);
+  Rng* dropout = adapter.config.dropout > 0 ? &rng : nullptr;
+  double loss_sum = 0;
+  for (const TrainRow& row : rows)
+    loss_sum += model_loss_row(model, &adapter, TokenRow{row.ids, row.pos, row.doc_start}, row.targets, scale, dropout)
+                    .loss_sum;
+  r.loss = loss_sum / double(r.trained);
+  const ParamRefs refs = lora_param_refs(adapter);
+  r.grad_norm = grad_clip(refs, max_grad_norm);
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+    r.skipped = true;
+    return r;
+  }
+  opt.step(lr);
+  return r;
+}
+
+namespace {
+
+std::string checkpoint_dir(const std::string& out, int64_t step) {
+  return (fs::path(out) / ("checkpoint-" + std::to_string(step))).string();
+}
+
+// The order of rows in `epoch`: a seeded permutation (or the file order without shuffling).
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  if (shuffle) {
+    Rng rng(seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) + 1);
+    for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(rng.below(uint64_t(i + 1)))]);
+  }
+  return order;
+}
+
+std::string eta(double seconds) {
+  char buf[32];
+  const long s = long(seconds);
+  std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  return buf;
+}
+
+}  // namespace
+
+void checkpoint_save(const std::string& dir, const LoraAdapter& adapter, Optimizer& opt, const Model& model,
+                     const TrainState& state, const TrainOptions& options) {
+  // Everything goes to DIR.tmp, which is renamed into place last: a crash leaves the previous checkpoint whole.
+  const std::string tmp = dir + ".tmp";
+  fs::remove_all(tmp);
+  lora_save_peft(adapter, model, tmp, options.base_model);
+  NamedTensors moments;
+  for (size_t i = 0; i < opt.m().size(); ++i) {
+    moments.emplace_back("m." + std::to_string(i), opt.m()[i]);
+    moments.emplace_back("v." + std::to_string(i), opt.v()[i]);
+  }
+  safetensors_write((fs::path(tmp) / "optimizer.safetensors").string(), moments);
+  const Json st = {{"step", state.step},   {"epoch", state.epoch},  {"index", state.index},
+                   {"seed", options.seed}, {"optimizer_steps", opt.steps()}};
+  json_save_file((fs::path(tmp) / "trainer_state.json").string(), st);
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
+}
+
+TrainState checkpoint_load(const std::string& dir, LoraAdapter& adapter, Optimizer& opt, const Model& model) {
+  const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
+  if (!fs::exists(state_path))
+    throw IoError(state_path + ": not found", "--resume takes a checkpoint-N directory written by tune train");
+  const Json st = json_load_file(state_path);
+  const LoraAdapter loaded = lora_load_peft(dir, model);
+  if (loaded.num_parameters() != adapter.num_parameters())
+    throw ConfigError(dir + ": the checkpoint's adapter differs from this run's LoRA settings",
+                      "resume with the same --lora-r and --target as the original run");
+  for (size_t l = 0; l < adapter.layers.size(); ++l)
+    for (int t = 0; t < kLoraTargets; ++t) {
+      LoraWeights& w = adapter.layers[l][size_t(t)];
+      if (!w.defined()) continue;
+      w.A = loaded.layers[l][size_t(t)].A;
+      w.B = loaded.layers[l][size_t(t)].B;
+    }
+  const SafetensorsFile f((fs::path(dir) / "optimizer.safetensors").string());
+  for (size_t i = 0; i < opt.m().size(); ++i) {
+    opt.m()[i] = f.entries().at("m." + std::to_string(i)).tensor.clone();
+    opt.v()[i] = f.entries().at("v." + std::to_string(i)).tensor.clone();
+  }
+  opt.set_steps(st.at("optimizer_steps").get<int64_t>());
+  return TrainState{st.at("step").get<int64_t>(), st.at("epoch").get<int64_t>(), st.at("index").get<int64_t>()};
+}
+
+int64_t train_run(const Model& model, LoraAdapter& adapter, const std::vector<TrainRow>& rows,
+                  const TrainOptions& o) {
+  if (rows.empty()) throw ConfigError("no training rows", "check the data file and --seq-len");
+  if (o.batch_size <= 0 || o.grad_accum <= 0) throw ConfigError("--batch-size and --grad-accum must be positive");
+  fs::create_directories(o.out);
+  const int64_t per_step = o.batch_size * o.grad_accum;
+  const int64_t n = int64_t(rows.size());
+  const int64_t total = o.steps > 0 ? o.steps : std::max<int64_t>(1, int64_t(std::ceil(o.epochs * double(n) / double(per_step))));
+  Optimizer opt(o.optimizer, adapter);
+  TrainState state;
+  if (!o.resume.empty()) state = checkpoint_load(o.resume, adapter, opt, model);
+
+  const std::string log_path = o.log.empty() ? (fs::path(o.out) / "train_log.jsonl").string() : o.log;
+  // A resumed run continues the log; lines past the checkpoint (from a crashed run) are dropped.
+  std::vector<std::string> kept;
+  if (!o.resume.empty() && fs::exists(log_path)) {
+    std::ifstream in(log_path);
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      const Json j = json_parse(line, log_path);
+      if (j.value("step", int64_t(0)) <= state.step) kept.push_back(line);
+    }
+  }
+  std::ofstream log(log_path, std::ios::trunc);
+  for (const std::string& line : kept) log << line << "\n";
+  log.flush();
+
+  const bool tty = !o.quiet && ::isatty(STDERR_FILENO);
+  std::vector<int64_t> order = epoch_order(n, o.seed, state.epoch, o.shuffle);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t done_here = 0, tokens_here = 0;
+  while (state.step < total) {
+    std::vector<TrainRow> step_rows;
+    for (int64_t i = 0; i < per_step; ++i) {
+      if (state.index >= n) {
+        ++state.epoch;
+        state.index = 0;
+        order = epoch_order(n, o.seed, state.epoch, o.shuffle);
+      }
+      step_rows.push_back(rows[size_t(order[size_t(state.index++)])]);
+    }
+    const double lr = schedule_lr(o.schedule, o.lr, state.step, o.warmup_steps, total);
+    const auto ts = std::chrono::steady_clock::now();
+    const StepResult r = train_step(model, adapter, opt, step_rows, lr, o.max_grad_norm, o.seed + uint64_t(state.step) * 7919);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+    if (r.skipped && r.trained > 0 && !o.skip_nonfinite) {
+      throw Error("step " + std::to_string(state.step + 1) + ": loss " + std::to_string(r.loss) + ", gradient norm " +
+                      std::to_string(r.grad_norm) + " is not finite; the adapter was not updated",
+                  "lower --lr, check the data, or pass --skip-nonfinite to skip such steps");
+    }
+    ++state.step;
+    ++done_here;
+    tokens_here += r.tokens;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const Json line = {{"step", state.step},     {"loss", r.loss},          {"lr", lr},
+                       {"grad_norm", r.grad_norm}, {"trained_tokens", r.trained}, {"tokens", r.tokens},
+                       {"tokens_per_s", double(r.tokens) / std::max(dt, 1e-9)}, {"skipped", r.skipped}};
+    log << line.dump() << "\n";
+    log.flush();
+    if (tty) {
+      std::fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s   ", (long long)state.step,
+                   (long long)total, r.loss, lr, double(tokens_here) / elapsed,
+                   eta(elapsed / double(done_here) * double(total - state.step)).c_str());
+    } else if (!o.quiet && (state.step == 1 || state.step % 10 == 0 || state.step == total)) {
+      std::fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e\n", (long long)state.step, (long long)total, r.loss, lr);
+    }
+    const bool last = state.step == total;
+    if ((o.save_every > 0 && state.step % o.save_every == 0) || last)
+      checkpoint_save(checkpoint_dir(o.out, state.step), adapter, opt, model, state, o);
+    if (o.stop_after > 0 && done_here >= o.stop_after) break;
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  if (state.step == total) lora_save_peft(adapter, model, (fs::path(o.out) / "adapter").string(), o.base_model);
+  return state.step;
+}
+
+}  // namespace tune

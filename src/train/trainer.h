@@ -1,0 +1,77 @@
+// The LoRA training loop: optimizer steps over micro-batches of token rows, learning-rate schedule, clipping,
+// NaN/Inf detection, a JSON line per step, and checkpoints every N steps from which a run resumes exactly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/forward.h"
+#include "model/lora.h"
+#include "model/model.h"
+#include "train/optimizer.h"
+
+namespace tune {
+
+// One training row: ids (T) with next-token targets already shifted inside each document (-100 = not trained),
+// per-document positions and document starts (see TokenRow).
+struct TrainRow {
+  std::vector<int32_t> ids, targets, pos, doc_start;
+};
+
+// Transformers' convention: labels aligned with input_ids, the model shifts. targets[t] = labels[t + 1].
+std::vector<int32_t> targets_from_labels(std::span<const int32_t> labels);
+
+struct StepResult {
+  double loss = 0;         // mean cross-entropy over the step's trained tokens
+  double grad_norm = 0;    // global norm before clipping
+  int64_t trained = 0;     // trained tokens in the step
+  int64_t tokens = 0;      // all tokens in the step
+  bool skipped = false;    // non-finite loss or gradient, step not applied
+};
+
+// One optimizer step over `rows` (all micro-batches of the step). The loss is the mean over every trained token of
+// the step, so gradient accumulation divides by the total trained-token count, not by the micro-batch count.
+StepResult train_step(const Model& model, LoraAdapter& adapter, Optimizer& opt, std::span<const TrainRow> rows,
+                      double lr, double max_grad_norm, uint64_t dropout_seed);
+
+struct TrainOptions {
+  std::string out;            // output directory (adapter, checkpoints, log)
+  std::string base_model;     // recorded in adapter_config.json
+  std::string log;            // JSONL log path ("" = OUT/train_log.jsonl)
+  OptimizerConfig optimizer;
+  double lr = 2e-4;
+  ScheduleKind schedule = ScheduleKind::Constant;
+  int64_t warmup_steps = 0;
+  int64_t steps = 0;          // 0: from epochs
+  double epochs = 1;
+  int64_t batch_size = 1;     // rows per micro-batch
+  int64_t grad_accum = 1;     // micro-batches per optimizer step
+  double max_grad_norm = 1.0; // 0 = off
+  uint64_t seed = 0;
+  bool shuffle = true;
+  int64_t save_every = 0;     // 0 = only at the end
+  bool skip_nonfinite = false;  // skip a step with NaN/Inf loss or gradient instead of stopping
+  std::string resume;         // checkpoint dir to continue from
+  bool quiet = false;         // no progress line
+  int64_t stop_after = 0;     // stop (as if killed) after this many steps of this run; 0 = run to the end
+};
+
+// Trains `adapter` on `rows` and writes OUT/adapter (PEFT), checkpoints OUT/checkpoint-N and the log.
+// Returns the number of optimizer steps done in total.
+int64_t train_run(const Model& model, LoraAdapter& adapter, const std::vector<TrainRow>& rows,
+                  const TrainOptions& options);
+
+// Checkpoint directory I/O (adapter, optimizer moments, step, data cursor).
+struct TrainState {
+  int64_t step = 0;       // optimizer steps done
+  int64_t epoch = 0;      // data cursor: epoch and position in its order
+  int64_t index = 0;
+};
+void checkpoint_save(const std::string& dir, const LoraAdapter& adapter, Optimizer& opt, const Model& model,
+                     const TrainState& state, const TrainOptions& options);
+TrainState checkpoint_load(const std::string& dir, LoraAdapter& adapter, Optimizer& opt, const Model& model);
+
+}  // namespace tune
