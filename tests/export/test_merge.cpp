@@ -1,0 +1,100 @@
+// LoRA merge: the merged checkpoint (f32) gives the logits of base + adapter; other tensors pass through untouched;
+// PEFT adapter files round-trip and bad adapters are clear errors.
+#include <cmath>
+#include <filesystem>
+
+#include "export/merge.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "model/forward.h"
+#include "model/lora_peft.h"
+#include "test_util.h"
+
+namespace tune {
+
+namespace {
+
+Model saved_model(const std::string& dir, const std::string& type) {
+  Json j = Json::parse(R"({"vocab_size":40,"hidden_size":16,"num_hidden_layers":2,"num_attention_heads":4,
+    "num_key_value_heads":2,"head_dim":8,"intermediate_size":24,"tie_word_embeddings":false,
+    "num_experts":4,"num_experts_per_tok":2,"moe_intermediate_size":12,"norm_topk_prob":true,"mlp_only_layers":[0]})");
+  j["model_type"] = type;
+  model_save_hf(model_random(model_config_from_json(j, "test"), 1, 0.3f), dir, DType::F32);
+  return model_load(dir);
+}
+
+LoraAdapter random_adapter(const Model& m, bool rslora) {
+  LoraConfig lc;
+  lc.rank = 3;
+  lc.alpha = 5;
+  lc.rslora = rslora;
+  LoraAdapter a = LoraAdapter::init(m.config, lc, 2);
+  Rng rng(3);
+  for (auto& layer : a.layers)
+    for (LoraWeights& w : layer)
+      if (w.defined())
+        for (int64_t i = 0; i < w.B.numel(); ++i) w.B.f32()[i] = 0.2f * rng.normal();
+  return a;
+}
+
+double rel_l2(const Tensor& a, const Tensor& b) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    num += std::pow(double(a.f32()[i]) - b.f32()[i], 2);
+    den += std::pow(double(b.f32()[i]), 2);
+  }
+  return std::sqrt(num / den);
+}
+
+}  // namespace
+
+TEST(Merge, MergedLogitsEqualBasePlusAdapter) {
+  for (const char* type : {"qwen2", "qwen3", "qwen3_moe"}) {
+    for (bool rslora : {false, true}) {
+      test::TempDir dir;
+      const Model m = saved_model(dir / "base", type);
+      const LoraAdapter a = random_adapter(m, rslora);
+      lora_save_peft(a, m, dir / "adapter", "base");
+      const LoraAdapter loaded = lora_load_peft(dir / "adapter", m);
+      EXPECT_EQ(loaded.config.rslora, rslora);
+      merge_lora_to_hf(dir / "base", m, loaded, dir / "merged", DType::F32);
+      const Model merged = model_load(dir / "merged");
+      const std::vector<int32_t> ids = {1, 7, 30, 2, 19, 4};
+      const Tensor want = model_logits(m, ids, &a);
+      EXPECT_LE(rel_l2(model_logits(merged, ids), want), 1e-5) << type;
+      EXPECT_GT(rel_l2(model_logits(m, ids), want), 1e-3) << type << ": the adapter should change the logits";
+    }
+  }
+}
+
+TEST(Merge, BadAdapters) {
+  test::TempDir dir;
+  const Model m = saved_model(dir / "base", "qwen3");
+  const LoraAdapter a = random_adapter(m, false);
+  lora_save_peft(a, m, dir / "adapter", "base");
+  EXPECT_THROW(lora_load_peft(dir / "nowhere", m), IoError);
+
+  Json cfg = json_load_file(dir / "adapter/adapter_config.json");
+  cfg["r"] = 4;  // rank that does not match the tensors
+  json_save_file(dir / "adapter/adapter_config.json", cfg);
+  try {
+    lora_load_peft(dir / "adapter", m);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("lora_A.weight' has shape [3, 16], expected [4, 16]"), std::string::npos)
+        << e.what();
+  }
+  cfg["r"] = 3;
+  cfg.erase("lora_alpha");
+  json_save_file(dir / "adapter/adapter_config.json", cfg);
+  EXPECT_THROW(lora_load_peft(dir / "adapter", m), ConfigError);
+  cfg["lora_alpha"] = 5;
+  cfg["target_modules"] = {"q_proj", "lm_head"};
+  json_save_file(dir / "adapter/adapter_config.json", cfg);
+  EXPECT_THROW(lora_load_peft(dir / "adapter", m), UnsupportedError);
+  cfg["target_modules"] = {"q_proj"};  // tensors for k..down are then foreign
+  json_save_file(dir / "adapter/adapter_config.json", cfg);
+  EXPECT_THROW(lora_load_peft(dir / "adapter", m), FormatError);
+}
+
+}  // namespace tune
