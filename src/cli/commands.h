@@ -7,5 +7,7 @@ namespace tune::cli {
 int cmd_info(int argc, char** argv);
 int cmd_logits(int argc, char** argv);
 int cmd_init(int argc, char** argv);
+int cmd_merge(int argc, char** argv);
+int cmd_plot(int argc, char** argv);
 
 }  // namespace tune::cli

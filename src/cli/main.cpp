@@ -21,6 +21,9 @@ const Verb kVerbs[] = {
      "logits --model DIR --ids \"1 2 3\"|@FILE [--out FILE.safetensors] [--top K]: logits of one sequence"},
     {"init", tune::cli::cmd_init,
      "init (--preset NAME | --config FILE) --out DIR [--seed N] [--std X] [--dtype f32|bf16]: seeded random model"},
+    {"merge", tune::cli::cmd_merge,
+     "merge --model DIR --adapter DIR --out DIR [--dtype bf16|f16|f32]: fold a LoRA adapter into the model"},
+    {"plot", tune::cli::cmd_plot, "plot LOG.jsonl [...] --out FILE.svg|png [--labels a,b]: loss and lr curves"},
 };
 
 void usage(FILE* f) {

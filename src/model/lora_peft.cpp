@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <regex>
 
 #include "io/json.h"
 #include "io/safetensors.h"
@@ -22,16 +23,27 @@ void lora_save_peft(const LoraAdapter& adapter, const Model& model, const std::s
                     const std::string& base_model_name) {
   fs::create_directories(dir);
   NamedTensors tensors;
+  // target_modules: the module names when every layer that has a targeted linear carries LoRA on it, else a
+  // regex naming each adapted module exactly (PEFT full-matches a string against module names). MoE models always
+  // get the regex: PEFT rewrites a plain gate/up/down_proj list into expert parameters for them.
   Json targets = Json::array();
   for (int t = 0; t < kLoraTargets; ++t)
     if (adapter.config.targets[size_t(t)]) targets.push_back(lora_target_module(LoraTarget(t)));
+  bool holes = model.config.has_moe();
+  std::string regex;
   for (size_t l = 0; l < adapter.layers.size(); ++l) {
     for (int t = 0; t < kLoraTargets; ++t) {
       const LoraWeights& w = adapter.layers[l][size_t(t)];
-      if (!w.defined()) continue;
+      if (!w.defined()) {
+        holes |= adapter.config.targets[size_t(t)] && LoraAdapter::target_shape(model.config, int64_t(l), LoraTarget(t)).first > 0;
+        continue;
+      }
       const std::string m = lora_peft_module(model, int64_t(l), LoraTarget(t));
       tensors.emplace_back(m + ".lora_A.weight", w.A);
       tensors.emplace_back(m + ".lora_B.weight", w.B);
+      std::string name = m.substr(std::string("base_model.model.").size());
+      for (size_t i = name.find('.'); i != std::string::npos; i = name.find('.', i + 2)) name.insert(i, "\\");
+      regex += (regex.empty() ? "" : "|") + name;
     }
   }
   const LoraConfig& c = adapter.config;
@@ -42,7 +54,7 @@ void lora_save_peft(const LoraAdapter& adapter, const Model& model, const std::s
                     {"lora_alpha", c.alpha},
                     {"lora_dropout", c.dropout},
                     {"use_rslora", c.rslora},
-                    {"target_modules", targets},
+                    {"target_modules", holes ? Json(regex) : targets},
                     {"bias", "none"},
                     {"fan_in_fan_out", false},
                     {"inference_mode", true},
@@ -73,28 +85,54 @@ LoraAdapter lora_load_peft(const std::string& dir, const Model& model) {
   if (j.contains("peft_type") && j["peft_type"] != "LORA")
     throw UnsupportedError(cfg_path + ": peft_type is " + j["peft_type"].dump() + "; tune loads LoRA adapters");
   if (j.value("use_dora", false)) throw UnsupportedError(cfg_path + ": DoRA adapters are not supported");
+  for (const char* f : {"target_parameters", "layers_to_transform"})
+    if (j.contains(f) && !j[f].is_null() && !j[f].empty())
+      throw UnsupportedError(cfg_path + ": '" + std::string(f) + "' is not supported yet",
+                             "train LoRA on the attention and dense MLP projections");
+  for (const char* f : {"rank_pattern", "alpha_pattern"})
+    if (j.contains(f) && j[f].is_object() && !j[f].empty())
+      throw UnsupportedError(cfg_path + ": per-module '" + std::string(f) + "' is not supported yet");
   LoraConfig c;
   if (!field("r").is_number_integer()) throw ConfigError(cfg_path + ": field 'r' must be an integer");
   c.rank = field("r").get<int64_t>();
   c.alpha = field("lora_alpha").get<double>();
   c.dropout = j.value("lora_dropout", 0.0);
   c.rslora = j.value("use_rslora", false);
-  c.targets.fill(false);
+  // target_modules is a list of module-name suffixes, or a string that must full-match the module name (PEFT).
   const Json& tm = field("target_modules");
-  std::string list;
-  if (tm.is_string()) {
-    list = tm.get<std::string>();
+  std::regex pattern;
+  const bool is_regex = tm.is_string();
+  if (is_regex) {
+    try {
+      pattern = std::regex(tm.get<std::string>());
+    } catch (const std::regex_error& e) {
+      throw ConfigError(cfg_path + ": target_modules is not a valid regex: " + e.what());
+    }
+    c.targets.fill(true);
   } else {
+    std::string list;
     for (const Json& m : tm) list += (list.empty() ? "" : ",") + m.get<std::string>();
-  }
-  try {
-    c.targets = lora_targets_parse(list);
-  } catch (const ConfigError&) {
-    throw UnsupportedError(cfg_path + ": target_modules " + tm.dump() + " include modules tune cannot train",
-                           "tune targets q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    try {
+      c.targets = lora_targets_parse(list);
+    } catch (const ConfigError&) {
+      throw UnsupportedError(cfg_path + ": target_modules " + tm.dump() + " include modules tune cannot train",
+                             "tune targets q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    }
   }
 
   LoraAdapter a = LoraAdapter::init(model.config, c, 0);
+  if (is_regex) {
+    std::array<bool, kLoraTargets> seen{};
+    for (size_t l = 0; l < a.layers.size(); ++l)
+      for (int t = 0; t < kLoraTargets; ++t) {
+        LoraWeights& w = a.layers[l][size_t(t)];
+        const std::string name =
+            lora_peft_module(model, int64_t(l), LoraTarget(t)).substr(std::string("base_model.model.").size());
+        if (w.defined() && !std::regex_match(name, pattern)) w = LoraWeights();
+        seen[size_t(t)] |= w.defined();
+      }
+    a.config.targets = seen;
+  }
   const SafetensorsFile f(st_path);
   size_t used = 0;
   for (size_t l = 0; l < a.layers.size(); ++l) {
