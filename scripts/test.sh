@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 werror=OFF
 [ "${CI:-}" = "true" ] && werror=ON
 bash scripts/build.sh -DTUNE_WERROR=$werror
+bash scripts/fetch_testdata.sh
 cd build && ctest -L cpu --output-on-failure -j "$(nproc)"

@@ -31,7 +31,7 @@ Args::Args(const std::string& verb, int argc, char** argv, const std::vector<std
         if (i + 1 >= argc) throw ConfigError("tune " + verb + ": " + a + " needs a value");
         value = argv[++i];
       }
-      values_[a] = value;
+      values_[a].push_back(value);
     } else if (in(bool_flags, a)) {
       if (has_value) throw ConfigError("tune " + verb + ": " + a + " takes no value");
       bools_[a] = true;
@@ -43,37 +43,42 @@ Args::Args(const std::string& verb, int argc, char** argv, const std::vector<std
 
 std::string Args::get(const std::string& flag, const std::string& def) const {
   auto it = values_.find(flag);
-  return it == values_.end() ? def : it->second;
+  return it == values_.end() ? def : it->second.back();
+}
+
+std::vector<std::string> Args::get_all(const std::string& flag) const {
+  auto it = values_.find(flag);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
 std::string Args::require(const std::string& flag) const {
   auto it = values_.find(flag);
   if (it == values_.end()) throw ConfigError("tune " + verb_ + ": " + flag + " is required");
-  return it->second;
+  return it->second.back();
 }
 
 int64_t Args::get_int(const std::string& flag, int64_t def) const {
-  auto it = values_.find(flag);
-  if (it == values_.end()) return def;
+  if (!values_.count(flag)) return def;
+  const std::string s = get(flag, "");
   try {
     size_t n = 0;
-    int64_t v = std::stoll(it->second, &n);
-    if (n == it->second.size()) return v;
+    int64_t v = std::stoll(s, &n);
+    if (n == s.size()) return v;
   } catch (const std::exception&) {
   }
-  throw ConfigError("tune " + verb_ + ": " + flag + " must be an integer, got '" + it->second + "'");
+  throw ConfigError("tune " + verb_ + ": " + flag + " must be an integer, got '" + s + "'");
 }
 
 double Args::get_double(const std::string& flag, double def) const {
-  auto it = values_.find(flag);
-  if (it == values_.end()) return def;
+  if (!values_.count(flag)) return def;
+  const std::string s = get(flag, "");
   try {
     size_t n = 0;
-    double v = std::stod(it->second, &n);
-    if (n == it->second.size()) return v;
+    double v = std::stod(s, &n);
+    if (n == s.size()) return v;
   } catch (const std::exception&) {
   }
-  throw ConfigError("tune " + verb_ + ": " + flag + " must be a number, got '" + it->second + "'");
+  throw ConfigError("tune " + verb_ + ": " + flag + " must be a number, got '" + s + "'");
 }
 
 }  // namespace tune::cli

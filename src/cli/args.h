@@ -14,7 +14,10 @@ class Args {
   Args(const std::string& verb, int argc, char** argv, const std::vector<std::string>& value_flags,
        const std::vector<std::string>& bool_flags);
   bool has(const std::string& flag) const { return values_.count(flag) || bools_.count(flag); }
+  // The last value given for `flag`, or `def`.
   std::string get(const std::string& flag, const std::string& def) const;
+  // Every value given for a repeatable flag, in order.
+  std::vector<std::string> get_all(const std::string& flag) const;
   std::string require(const std::string& flag) const;
   int64_t get_int(const std::string& flag, int64_t def) const;
   double get_double(const std::string& flag, double def) const;
@@ -22,7 +25,7 @@ class Args {
 
  private:
   std::string verb_;
-  std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> values_;
   std::map<std::string, bool> bools_;
   std::vector<std::string> positionals_;
 };

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/commands.h"
 #include "core/error.h"
 #include "data/dataset.h"
 
@@ -46,8 +47,8 @@ std::string marked_text(const Example& ex, size_t shown, const Tokenizer& tokeni
 
 void print_stats(const DataStats& s, const DatasetOptions& o) {
   std::printf("records:    %lld (%lld skipped)\n", (long long)s.records, (long long)s.skipped);
-  std::printf("examples:   %lld (%lld truncated, %lld dropped)\n", (long long)s.examples, (long long)s.truncated,
-              (long long)s.dropped);
+  std::printf("examples:   %lld (%lld truncated, %lld dropped)\n", (long long)s.examples,
+              (long long)s.truncated, (long long)s.dropped);
   std::printf("tokens:     %lld, %lld trained (%s)\n", (long long)s.tokens, (long long)s.trained_tokens,
               percent(s.trained_tokens, s.tokens).c_str());
   std::printf("rows:       %lld of %lld tokens (packing %s), %lld padding (%s)\n", (long long)s.rows,
@@ -61,7 +62,8 @@ void print_stats(const DataStats& s, const DatasetOptions& o) {
 }
 
 int preview(int argc, char** argv) {
-  Args a("data preview", argc, argv, {"--model", "--data", "--format", "--seq-len", "--limit", "--pack", "--seed"},
+  Args a("data preview", argc, argv,
+         {"--model", "--data", "--format", "--seq-len", "--limit", "--pack", "--seed"},
          {"--train-on-prompt", "--skip-bad", "--drop-long", "--no-thinking"});
   const std::string model = a.require("--model");
   const std::string data = a.require("--data");
@@ -86,7 +88,8 @@ int preview(int argc, char** argv) {
   eopt.train_on_prompt = o.train_on_prompt;
   eopt.template_extra = o.template_extra;
 
-  std::printf("trained tokens are shown %s\n\n", color ? "\x1b[32min green\x1b[0m" : "[[between double brackets]]");
+  std::printf("trained tokens are shown %s\n\n",
+              color ? "\x1b[32min green\x1b[0m" : "[[between double brackets]]");
   const size_t n = std::min<size_t>(file.records.size(), static_cast<size_t>(std::max<int64_t>(limit, 0)));
   for (size_t i = 0; i < n; ++i) {
     const Record& r = file.records[i];
@@ -100,8 +103,8 @@ int preview(int argc, char** argv) {
     }
     const int64_t trained =
         std::count_if(ex.labels.begin(), ex.labels.end(), [](int32_t l) { return l != kIgnoreIndex; });
-    std::printf("── %s (%s): %zu tokens, %lld trained\n", r.source.c_str(), data_format_name(r.format), ex.ids.size(),
-                (long long)trained);
+    std::printf("── %s (%s): %zu tokens, %lld trained\n", r.source.c_str(), data_format_name(r.format),
+                ex.ids.size(), (long long)trained);
     const size_t shown = std::min<size_t>(ex.ids.size(), static_cast<size_t>(o.seq_len));
     const std::string text = marked_text(ex, shown, tokenizer, color);
     std::printf("%s%s", text.c_str(), !text.empty() && text.back() == '\n' ? "" : "\n");
@@ -118,7 +121,8 @@ int preview(int argc, char** argv) {
 }  // namespace
 
 int cmd_data(int argc, char** argv) {
-  const std::string usage = "tune data preview --model DIR --data FILE.jsonl [--format F] [--seq-len N] [--limit K]";
+  const std::string usage =
+      "tune data preview --model DIR --data FILE.jsonl [--format F] [--seq-len N] [--limit K]";
   if (argc < 1) throw ConfigError("tune data: give an action", usage);
   if (std::string(argv[0]) == "preview") return preview(argc - 1, argv + 1);
   throw ConfigError("tune data: unknown action '" + std::string(argv[0]) + "'", usage);

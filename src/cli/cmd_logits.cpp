@@ -1,8 +1,10 @@
-// tune logits --model DIR --ids "1 2 3"|@FILE [--out FILE.safetensors] [--top K]: the logits of one sequence,
-// written as tensor `logits` (f32, [T, V]); prints the top-K next tokens of the last position.
+// tune logits --model DIR [--adapter DIR] --ids "1 2 3"|@FILE [--out FILE.safetensors] [--top K]: the logits of one
+// sequence (with a PEFT LoRA adapter applied when given), written as tensor `logits` (f32, [T, V]); prints the
+// top-K next tokens of the last position.
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "cli/args.h"
@@ -10,6 +12,7 @@
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "model/forward.h"
+#include "model/lora_peft.h"
 
 namespace tune::cli {
 
@@ -46,13 +49,15 @@ std::vector<int32_t> parse_ids(const std::string& spec) {
 }  // namespace
 
 int cmd_logits(int argc, char** argv) {
-  Args a("logits", argc, argv, {"--model", "--ids", "--out", "--top", "--device"}, {});
+  Args a("logits", argc, argv, {"--model", "--adapter", "--ids", "--out", "--top", "--device"}, {});
   if (a.get("--device", "cpu") != "cpu")
     throw UnsupportedError("tune logits: --device " + a.get("--device", "") + " is not available yet",
                            "use --device cpu");
   const std::vector<int32_t> ids = parse_ids(a.require("--ids"));
   const Model m = model_load(a.require("--model"));
-  const Tensor logits = model_logits(m, ids);
+  std::optional<LoraAdapter> adapter;
+  if (a.has("--adapter")) adapter = lora_load_peft(a.get("--adapter", ""), m);
+  const Tensor logits = model_logits(m, ids, adapter ? &*adapter : nullptr);
   const int64_t T = logits.size(0), V = logits.size(1);
   if (a.has("--out")) {
     safetensors_write(a.get("--out", ""), {{"logits", logits}}, {{"format", "pt"}});

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/commands.h"
 #include "core/error.h"
 #include "data/jsonl.h"
 #include "io/json.h"
@@ -40,7 +41,8 @@ void load_request(const std::string& path, OrderedJson& messages, OrderedJson& t
 }  // namespace
 
 int cmd_tokenize(int argc, char** argv) {
-  Args a("tokenize", argc, argv, {"--model", "--text", "--file", "--chat"}, {"--generation-prompt", "--no-thinking"});
+  Args a("tokenize", argc, argv, {"--model", "--text", "--file", "--chat"},
+         {"--generation-prompt", "--no-thinking"});
   const std::string model = a.require("--model");
   if (a.has("--text") + a.has("--file") + a.has("--chat") != 1)
     throw ConfigError("tune tokenize: give one of --text, --file or --chat",

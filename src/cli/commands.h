@@ -9,5 +9,9 @@ int cmd_logits(int argc, char** argv);
 int cmd_init(int argc, char** argv);
 int cmd_merge(int argc, char** argv);
 int cmd_plot(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_data(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
 
 }  // namespace tune::cli

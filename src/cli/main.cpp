@@ -18,9 +18,20 @@ struct Verb {
 const Verb kVerbs[] = {
     {"info", tune::cli::cmd_info, "info MODEL_DIR [--json]: architecture, layer kinds, sizes, parameters, dtypes"},
     {"logits", tune::cli::cmd_logits,
-     "logits --model DIR --ids \"1 2 3\"|@FILE [--out FILE.safetensors] [--top K]: logits of one sequence"},
+     "logits --model DIR [--adapter DIR] --ids \"1 2 3\"|@FILE [--out FILE.safetensors] [--top K]: logits of one "
+     "sequence"},
     {"init", tune::cli::cmd_init,
      "init (--preset NAME | --config FILE) --out DIR [--seed N] [--std X] [--dtype f32|bf16]: seeded random model"},
+    {"train", tune::cli::cmd_train,
+     "train --model DIR --data FILE.jsonl --out DIR [--lora-r 16 --lora-alpha 32 --target q,k,v,o,gate,up,down "
+     "--lr 2e-4 --steps N|--epochs E --batch-size B --grad-accum G --seq-len L --save-every N --resume DIR ...]: "
+     "LoRA fine-tuning"},
+    {"tokenize", tune::cli::cmd_tokenize,
+     "tokenize --model DIR (--text STR | --file F | --chat FILE.json [--generation-prompt] [--no-thinking])"},
+    {"data", tune::cli::cmd_data, "data preview --model DIR --data FILE.jsonl [--format F] [--seq-len N]"},
+    {"generate", tune::cli::cmd_generate,
+     "generate --model DIR [--adapter DIR] --prompt STR [--chat] [--max-tokens N] [--temperature T --top-k K "
+     "--top-p P --min-p M --repetition-penalty R --seed S]: stream a continuation"},
     {"merge", tune::cli::cmd_merge,
      "merge --model DIR --adapter DIR --out DIR [--dtype bf16|f16|f32]: fold a LoRA adapter into the model"},
     {"plot", tune::cli::cmd_plot, "plot LOG.jsonl [...] --out FILE.svg|png [--labels a,b]: loss and lr curves"},

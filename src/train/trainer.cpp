@@ -9,9 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 
-#include "core/rng.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "model/lora_peft.h"
@@ -21,18 +19,12 @@ namespace fs = std::filesystem;
 
 namespace tune {
 
-std::vector<int32_t> targets_from_labels(std::span<const int32_t> labels) {
-  std::vector<int32_t> t(labels.size(), kIgnoreIndex);
-  for (size_t i = 0; i + 1 < labels.size(); ++i) t[i] = labels[i + 1];
-  return t;
-}
-
-StepResult train_step(const Model& model, LoraAdapter& adapter, Optimizer& opt, std::span<const TrainRow> rows,
-                      double lr, double max_grad_norm, uint64_t dropout_seed) {
+StepResult train_step(const Model& model, LoraAdapter& adapter, Optimizer& opt, std::span<const Row> rows, double lr,
+                      double max_grad_norm, uint64_t dropout_seed) {
   StepResult r;
-  for (const TrainRow& row : rows) {
-    r.tokens += int64_t(row.ids.size());
-    for (int32_t t : row.targets) r.trained += t != kIgnoreIndex;
+  for (const Row& row : rows) {
+    r.tokens += row.length;
+    r.trained += row.trained_tokens();
   }
   adapter.zero_grad();
   if (r.trained == 0) {
@@ -44,9 +36,12 @@ StepResult train_step(const Model& model, LoraAdapter& adapter, Optimizer& opt, 
   Rng rng(dropout_seed);
   Rng* dropout = adapter.config.dropout > 0 ? &rng : nullptr;
   double loss_sum = 0;
-  for (const TrainRow& row : rows)
-    loss_sum += model_loss_row(model, &adapter, TokenRow{row.ids, row.pos, row.doc_start}, row.targets, scale, dropout)
-                    .loss_sum;
+  for (const Row& row : rows) {
+    const size_t n = size_t(row.length);  // padding after `length` is never computed
+    const TokenRow tr{std::span(row.input_ids).first(n), std::span(row.position_ids).first(n),
+                      std::span(row.doc_start).first(n)};
+    loss_sum += model_loss_row(model, &adapter, tr, std::span(row.targets).first(n), scale, dropout).loss_sum;
+  }
   r.loss = loss_sum / double(r.trained);
   const ParamRefs refs = lora_param_refs(adapter);
   r.grad_norm = grad_clip(refs, max_grad_norm);
@@ -64,17 +59,6 @@ std::string checkpoint_dir(const std::string& out, int64_t step) {
   return (fs::path(out) / ("checkpoint-" + std::to_string(step))).string();
 }
 
-// The order of rows in `epoch`: a seeded permutation (or the file order without shuffling).
-std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  if (shuffle) {
-    Rng rng(seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) + 1);
-    for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(rng.below(uint64_t(i + 1)))]);
-  }
-  return order;
-}
-
 std::string eta(double seconds) {
   char buf[32];
   const long s = long(seconds);
@@ -85,7 +69,7 @@ std::string eta(double seconds) {
 }  // namespace
 
 void checkpoint_save(const std::string& dir, const LoraAdapter& adapter, Optimizer& opt, const Model& model,
-                     const TrainState& state, const TrainOptions& options) {
+                     const TrainState& state, uint64_t data_fingerprint, const TrainOptions& options) {
   // Everything goes to DIR.tmp, which is renamed into place last: a crash leaves the previous checkpoint whole.
   const std::string tmp = dir + ".tmp";
   fs::remove_all(tmp);
@@ -96,14 +80,17 @@ void checkpoint_save(const std::string& dir, const LoraAdapter& adapter, Optimiz
     moments.emplace_back("v." + std::to_string(i), opt.v()[i]);
   }
   safetensors_write((fs::path(tmp) / "optimizer.safetensors").string(), moments);
-  const Json st = {{"step", state.step},   {"epoch", state.epoch},  {"index", state.index},
-                   {"seed", options.seed}, {"optimizer_steps", opt.steps()}};
+  const Json st = {{"step", state.step},
+                   {"data", data_cursor_to_json(state.cursor, data_fingerprint)},
+                   {"seed", options.seed},
+                   {"optimizer_steps", opt.steps()}};
   json_save_file((fs::path(tmp) / "trainer_state.json").string(), st);
   fs::remove_all(dir);
   fs::rename(tmp, dir);
 }
 
-TrainState checkpoint_load(const std::string& dir, LoraAdapter& adapter, Optimizer& opt, const Model& model) {
+TrainState checkpoint_load(const std::string& dir, LoraAdapter& adapter, Optimizer& opt, const Model& model,
+                           uint64_t data_fingerprint) {
   const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
   if (!fs::exists(state_path))
     throw IoError(state_path + ": not found", "--resume takes a checkpoint-N directory written by tune train");
@@ -125,20 +112,20 @@ TrainState checkpoint_load(const std::string& dir, LoraAdapter& adapter, Optimiz
     opt.v()[i] = f.entries().at("v." + std::to_string(i)).tensor.clone();
   }
   opt.set_steps(st.at("optimizer_steps").get<int64_t>());
-  return TrainState{st.at("step").get<int64_t>(), st.at("epoch").get<int64_t>(), st.at("index").get<int64_t>()};
+  return TrainState{st.at("step").get<int64_t>(), data_cursor_from_json(st.at("data"), data_fingerprint)};
 }
 
-int64_t train_run(const Model& model, LoraAdapter& adapter, const std::vector<TrainRow>& rows,
-                  const TrainOptions& o) {
-  if (rows.empty()) throw ConfigError("no training rows", "check the data file and --seq-len");
+int64_t train_run(const Model& model, LoraAdapter& adapter, const Dataset& data, const TrainOptions& o) {
+  if (data.num_rows() == 0) throw ConfigError("no training rows", "check the data file and --seq-len");
   if (o.batch_size <= 0 || o.grad_accum <= 0) throw ConfigError("--batch-size and --grad-accum must be positive");
   fs::create_directories(o.out);
   const int64_t per_step = o.batch_size * o.grad_accum;
-  const int64_t n = int64_t(rows.size());
+  const int64_t n = data.num_rows();
+  const uint64_t fingerprint = data.fingerprint();
   const int64_t total = o.steps > 0 ? o.steps : std::max<int64_t>(1, int64_t(std::ceil(o.epochs * double(n) / double(per_step))));
   Optimizer opt(o.optimizer, adapter);
   TrainState state;
-  if (!o.resume.empty()) state = checkpoint_load(o.resume, adapter, opt, model);
+  if (!o.resume.empty()) state = checkpoint_load(o.resume, adapter, opt, model, fingerprint);
 
   const std::string log_path = o.log.empty() ? (fs::path(o.out) / "train_log.jsonl").string() : o.log;
   // A resumed run continues the log; lines past the checkpoint (from a crashed run) are dropped.
@@ -156,18 +143,20 @@ int64_t train_run(const Model& model, LoraAdapter& adapter, const std::vector<Tr
   log.flush();
 
   const bool tty = !o.quiet && ::isatty(STDERR_FILENO);
-  std::vector<int64_t> order = epoch_order(n, o.seed, state.epoch, o.shuffle);
+  // Without shuffling every epoch reads the rows in layout order.
+  RowSampler sampler(n, o.seed, state.cursor);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t done_here = 0, tokens_here = 0;
   while (state.step < total) {
-    std::vector<TrainRow> step_rows;
+    std::vector<Row> step_rows;
     for (int64_t i = 0; i < per_step; ++i) {
-      if (state.index >= n) {
-        ++state.epoch;
-        state.index = 0;
-        order = epoch_order(n, o.seed, state.epoch, o.shuffle);
+      if (o.shuffle) {
+        step_rows.push_back(data.row(sampler.next()));
+        state.cursor = sampler.cursor();
+      } else {
+        if (state.cursor.index >= n) state.cursor = DataCursor{state.cursor.epoch + 1, 0};
+        step_rows.push_back(data.row(state.cursor.index++));
       }
-      step_rows.push_back(rows[size_t(order[size_t(state.index++)])]);
     }
     const double lr = schedule_lr(o.schedule, o.lr, state.step, o.warmup_steps, total);
     const auto ts = std::chrono::steady_clock::now();
@@ -196,7 +185,7 @@ int64_t train_run(const Model& model, LoraAdapter& adapter, const std::vector<Tr
     }
     const bool last = state.step == total;
     if ((o.save_every > 0 && state.step % o.save_every == 0) || last)
-      checkpoint_save(checkpoint_dir(o.out, state.step), adapter, opt, model, state, o);
+      checkpoint_save(checkpoint_dir(o.out, state.step), adapter, opt, model, state, fingerprint, o);
     if (o.stop_after > 0 && done_here >= o.stop_after) break;
   }
   if (tty) std::fprintf(stderr, "\n");

@@ -8,21 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "data/dataset.h"
 #include "model/forward.h"
 #include "model/lora.h"
 #include "model/model.h"
 #include "train/optimizer.h"
 
 namespace tune {
-
-// One training row: ids (T) with next-token targets already shifted inside each document (-100 = not trained),
-// per-document positions and document starts (see TokenRow).
-struct TrainRow {
-  std::vector<int32_t> ids, targets, pos, doc_start;
-};
-
-// Transformers' convention: labels aligned with input_ids, the model shifts. targets[t] = labels[t + 1].
-std::vector<int32_t> targets_from_labels(std::span<const int32_t> labels);
 
 struct StepResult {
   double loss = 0;         // mean cross-entropy over the step's trained tokens
@@ -32,10 +24,11 @@ struct StepResult {
   bool skipped = false;    // non-finite loss or gradient, step not applied
 };
 
-// One optimizer step over `rows` (all micro-batches of the step). The loss is the mean over every trained token of
-// the step, so gradient accumulation divides by the total trained-token count, not by the micro-batch count.
-StepResult train_step(const Model& model, LoraAdapter& adapter, Optimizer& opt, std::span<const TrainRow> rows,
-                      double lr, double max_grad_norm, uint64_t dropout_seed);
+// One optimizer step over `rows` (all micro-batches of the step; see data/pack.h for the row layout; only the
+// `length` real tokens of a row are computed). The loss is the mean over every trained token of the step, so
+// gradient accumulation divides by the total trained-token count, not by the micro-batch count.
+StepResult train_step(const Model& model, LoraAdapter& adapter, Optimizer& opt, std::span<const Row> rows, double lr,
+                      double max_grad_norm, uint64_t dropout_seed);
 
 struct TrainOptions {
   std::string out;            // output directory (adapter, checkpoints, log)
@@ -59,19 +52,18 @@ struct TrainOptions {
   int64_t stop_after = 0;     // stop (as if killed) after this many steps of this run; 0 = run to the end
 };
 
-// Trains `adapter` on `rows` and writes OUT/adapter (PEFT), checkpoints OUT/checkpoint-N and the log.
+// Trains `adapter` on the rows of `data` and writes OUT/adapter (PEFT), checkpoints OUT/checkpoint-N and the log.
 // Returns the number of optimizer steps done in total.
-int64_t train_run(const Model& model, LoraAdapter& adapter, const std::vector<TrainRow>& rows,
-                  const TrainOptions& options);
+int64_t train_run(const Model& model, LoraAdapter& adapter, const Dataset& data, const TrainOptions& options);
 
-// Checkpoint directory I/O (adapter, optimizer moments, step, data cursor).
+// Checkpoint directory I/O (adapter, optimizer moments, step, data cursor tied to the data's fingerprint).
 struct TrainState {
-  int64_t step = 0;       // optimizer steps done
-  int64_t epoch = 0;      // data cursor: epoch and position in its order
-  int64_t index = 0;
+  int64_t step = 0;  // optimizer steps done
+  DataCursor cursor;
 };
 void checkpoint_save(const std::string& dir, const LoraAdapter& adapter, Optimizer& opt, const Model& model,
-                     const TrainState& state, const TrainOptions& options);
-TrainState checkpoint_load(const std::string& dir, LoraAdapter& adapter, Optimizer& opt, const Model& model);
+                     const TrainState& state, uint64_t data_fingerprint, const TrainOptions& options);
+TrainState checkpoint_load(const std::string& dir, LoraAdapter& adapter, Optimizer& opt, const Model& model,
+                           uint64_t data_fingerprint);
 
 }  // namespace tune

@@ -22,7 +22,7 @@ struct Case {
   std::string name;
   Json steps;
   Model model;
-  std::vector<TrainRow> rows;
+  std::vector<Row> rows;
 };
 
 Case load_case(const std::string& name) {
@@ -34,12 +34,12 @@ Case load_case(const std::string& name) {
   const Tensor ids = batch.entries().at("input_ids").tensor.to(DType::I32);
   const Tensor labels = batch.entries().at("labels").tensor.to(DType::I32);
   const int64_t B = ids.size(0), T = ids.size(1);
+  std::vector<Example> examples(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
-    TrainRow r;
-    r.ids.assign(ids.ptr<int32_t>() + b * T, ids.ptr<int32_t>() + (b + 1) * T);
-    r.targets = targets_from_labels({labels.ptr<int32_t>() + b * T, size_t(T)});
-    c.rows.push_back(r);
+    examples[size_t(b)].ids.assign(ids.ptr<int32_t>() + b * T, ids.ptr<int32_t>() + (b + 1) * T);
+    examples[size_t(b)].labels.assign(labels.ptr<int32_t>() + b * T, labels.ptr<int32_t>() + (b + 1) * T);
   }
+  for (int64_t b = 0; b < B; ++b) c.rows.push_back(row_build(examples, std::vector<int64_t>{b}, T, 0));
   return c;
 }
 

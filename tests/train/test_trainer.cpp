@@ -22,21 +22,22 @@ ModelConfig tiny() {
                                 "test");
 }
 
-std::vector<TrainRow> rows(int n, uint64_t seed) {
+// n examples of 4..8 tokens whose first two tokens are an untrained prompt, one example per row.
+Dataset rows(int n, uint64_t seed) {
   Rng rng(seed);
-  std::vector<TrainRow> out;
+  Dataset d;
+  d.seq_len = 8;
   for (int i = 0; i < n; ++i) {
-    TrainRow r;
+    Example e;
     const int T = 4 + int(rng.below(5));
-    std::vector<int32_t> labels;
     for (int t = 0; t < T; ++t) {
-      r.ids.push_back(int32_t(rng.below(30)));
-      labels.push_back(t < 2 ? kIgnoreIndex : r.ids.back());
+      e.ids.push_back(int32_t(rng.below(30)));
+      e.labels.push_back(t < 2 ? kIgnoreIndex : e.ids.back());
     }
-    r.targets = targets_from_labels(labels);
-    out.push_back(r);
+    d.examples.push_back(e);
+    d.rows.push_back({i});
   }
-  return out;
+  return d;
 }
 
 TrainOptions options(const std::string& out) {
@@ -81,7 +82,7 @@ std::vector<Json> log_lines(const std::string& path) {
 
 TEST(Trainer, ResumeIsBitIdentical) {
   const Model m = model_random(tiny(), 1, 0.3f);
-  const std::vector<TrainRow> data = rows(7, 2);  // 7 rows, 4 per step: epochs wrap mid-step
+  const Dataset data = rows(7, 2);  // 7 rows, 4 per step: epochs wrap mid-step
   test::TempDir a, b;
 
   LoraAdapter straight = adapter_for(m);
@@ -107,18 +108,21 @@ TEST(Trainer, ResumeIsBitIdentical) {
 
 TEST(Trainer, StepLossIsTheMeanOverAllTrainedTokens) {
   const Model m = model_random(tiny(), 4, 0.3f);
-  std::vector<TrainRow> data = rows(3, 5);
+  const Dataset data = rows(3, 5);
+  std::vector<Row> step_rows;
   LoraAdapter ad = adapter_for(m);
   ad.config.dropout = 0;
   double sum = 0;
   int64_t trained = 0;
-  for (const TrainRow& r : data) {
-    const RowLoss l = model_loss_row(m, &ad, TokenRow{r.ids, r.pos, r.doc_start}, r.targets, 0.0f, nullptr);
+  for (int64_t i = 0; i < data.num_rows(); ++i) {
+    const Example& e = data.examples[size_t(i)];
+    const RowLoss l = model_loss_row(m, &ad, TokenRow{e.ids, {}, {}}, example_targets(e), 0.0f, nullptr);
+    step_rows.push_back(data.row(i));
     sum += l.loss_sum;
     trained += l.trained;
   }
   Optimizer opt(OptimizerConfig{}, ad);
-  const StepResult s = train_step(m, ad, opt, data, 0.0, 0.0, 0);
+  const StepResult s = train_step(m, ad, opt, step_rows, 0.0, 0.0, 0);
   EXPECT_EQ(s.trained, trained);
   EXPECT_NEAR(s.loss, sum / double(trained), 1e-6);
   EXPECT_EQ(opt.steps(), 1);
@@ -137,7 +141,7 @@ TEST(Trainer, Schedules) {
 TEST(Trainer, NonFiniteLossStopsOrSkips) {
   Model m = model_random(tiny(), 6, 0.3f);
   m.weights.layers[1].ffn_down.f32()[0] = std::numeric_limits<float>::quiet_NaN();
-  const std::vector<TrainRow> data = rows(4, 7);
+  const Dataset data = rows(4, 7);
   test::TempDir dir;
   LoraAdapter ad = adapter_for(m);
   try {
