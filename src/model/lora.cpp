@@ -11,8 +11,9 @@
 namespace tune {
 
 namespace {
-const char* kShort[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
-const char* kModule[kLoraTargets] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+const char* kShort[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down", "experts_gate_up", "experts_down"};
+const char* kModule[kLoraTargets] = {"q_proj",    "k_proj",  "v_proj",       "o_proj",   "gate_proj",
+                                     "up_proj",   "down_proj", "gate_up_proj", "down_proj"};
 }  // namespace
 
 const char* lora_target_short(LoraTarget t) { return kShort[int(t)]; }
@@ -25,17 +26,19 @@ std::array<bool, kLoraTargets> lora_targets_parse(const std::string& list) {
   bool any = false;
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
-    if (item == "all") {
-      on.fill(true);
+    if (item == "all" || item == "experts") {
+      for (int i = 0; i < kLoraTargets; ++i)
+        if (item == "all" || i >= int(LoraTarget::ExpertsGateUp)) on[size_t(i)] = true;
       any = true;
       continue;
     }
     bool found = false;
-    for (int i = 0; i < kLoraTargets; ++i) {
+    for (int i = 0; i < int(LoraTarget::ExpertsGateUp); ++i) {
       if (item == kShort[i] || item == kModule[i]) on[size_t(i)] = found = any = true;
     }
     if (!found)
-      throw ConfigError("--target: unknown LoRA target '" + item + "'", "use a list of q,k,v,o,gate,up,down or all");
+      throw ConfigError("--target: unknown LoRA target '" + item + "'",
+                        "use a list of q,k,v,o,gate,up,down,experts or all");
   }
   if (!any) throw ConfigError("--target: no LoRA target given", "e.g. --target q,k,v,o,gate,up,down");
   return on;
@@ -55,6 +58,10 @@ std::pair<int64_t, int64_t> LoraAdapter::target_shape(const ModelConfig& c, int6
     case LoraTarget::Gate:
     case LoraTarget::Up: return dense ? std::pair{H, I} : std::pair<int64_t, int64_t>{0, 0};
     case LoraTarget::Down: return dense ? std::pair{I, H} : std::pair<int64_t, int64_t>{0, 0};
+    case LoraTarget::ExpertsGateUp:
+      return !dense ? std::pair{H, 2 * c.moe_intermediate_size} : std::pair<int64_t, int64_t>{0, 0};
+    case LoraTarget::ExpertsDown:
+      return !dense ? std::pair{c.moe_intermediate_size, H} : std::pair<int64_t, int64_t>{0, 0};
   }
   return {0, 0};
 }
@@ -73,8 +80,14 @@ LoraAdapter LoraAdapter::init(const ModelConfig& model, const LoraConfig& config
       const auto [in, out] = target_shape(model, l, LoraTarget(t));
       if (in == 0) continue;
       LoraWeights& w = a.layers[size_t(l)][size_t(t)];
-      w.A = Tensor::empty(DType::F32, {r, in});
-      w.B = Tensor::zeros(DType::F32, {out, r});
+      if (t >= int(LoraTarget::ExpertsGateUp)) {
+        const int64_t E = model.num_experts;
+        w.A = Tensor::empty(DType::F32, {E, r, in});
+        w.B = Tensor::zeros(DType::F32, {E, out, r});
+      } else {
+        w.A = Tensor::empty(DType::F32, {r, in});
+        w.B = Tensor::zeros(DType::F32, {out, r});
+      }
       const float bound = float(1.0 / std::sqrt(double(in)));
       for (int64_t i = 0; i < w.A.numel(); ++i) w.A.f32()[i] = (2.0f * rng.uniform() - 1.0f) * bound;
       w.dA = Tensor::zeros(DType::F32, w.A.shape());

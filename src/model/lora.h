@@ -1,6 +1,8 @@
 // LoRA adapter weights: for each targeted linear W (out, in), y = x W^T + s * (dropout(x) A^T) B^T with
 // A (r, in) and B (out, r) in fp32, s = alpha / r (or alpha / sqrt(r) with rsLoRA). Initialized as PEFT does:
 // A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0. Base weights stay frozen.
+// MoE experts (target "experts") carry one LoRA per expert on the fused gate_up (2I, H) and on down (H, I), as
+// PEFT's target_parameters does: A (E, r, in), B (E, out, r); the gate rows of B are [0, I), the up rows [I, 2I).
 #pragma once
 
 #include <array>
@@ -13,13 +15,15 @@
 
 namespace tune {
 
-enum class LoraTarget : int { Q, K, V, O, Gate, Up, Down };
-constexpr int kLoraTargets = 7;
+enum class LoraTarget : int { Q, K, V, O, Gate, Up, Down, ExpertsGateUp, ExpertsDown };
+constexpr int kLoraTargets = 9;
 
-// Short names as on the command line ("q", "gate") and Hugging Face module names ("q_proj", "gate_proj").
+// Short names as on the command line ("q", "gate", "experts") and Hugging Face module or parameter names
+// ("q_proj", "gate_proj", "gate_up_proj").
 const char* lora_target_short(LoraTarget t);
 const char* lora_target_module(LoraTarget t);
-// Parses "q,k,v,o,gate,up,down" (module names like "q_proj" are accepted too).
+// Parses "q,k,v,o,gate,up,down,experts" (module names like "q_proj" are accepted too; "experts" selects both
+// expert targets, "all" the seven dense projections and the experts).
 std::array<bool, kLoraTargets> lora_targets_parse(const std::string& list);
 
 struct LoraConfig {
@@ -27,12 +31,12 @@ struct LoraConfig {
   double alpha = 32;
   double dropout = 0;
   bool rslora = false;
-  std::array<bool, kLoraTargets> targets{true, true, true, true, true, true, true};
+  std::array<bool, kLoraTargets> targets{true, true, true, true, true, true, true, false, false};
   double scale() const;
 };
 
 struct LoraWeights {
-  Tensor A, B;    // (r, in), (out, r), f32
+  Tensor A, B;    // (r, in), (out, r), f32; experts: (E, r, in), (E, out, r)
   Tensor dA, dB;  // gradients, same shapes
   bool defined() const { return A.defined(); }
 };
@@ -45,7 +49,8 @@ struct LoraAdapter {
   static LoraAdapter init(const ModelConfig& model, const LoraConfig& config, uint64_t seed);
   void zero_grad();
   int64_t num_parameters() const;
-  // The (in, out) of target t in layer l of `model`, or {0, 0} when the layer has no such linear.
+  // The (in, out) of target t in layer l of `model` (per expert for the expert targets), or {0, 0} when the layer
+  // has no such linear.
   static std::pair<int64_t, int64_t> target_shape(const ModelConfig& model, int64_t layer, LoraTarget t);
 };
 

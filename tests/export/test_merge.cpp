@@ -28,6 +28,7 @@ LoraAdapter random_adapter(const Model& m, bool rslora) {
   lc.rank = 3;
   lc.alpha = 5;
   lc.rslora = rslora;
+  lc.targets = lora_targets_parse("all");
   LoraAdapter a = LoraAdapter::init(m.config, lc, 2);
   Rng rng(3);
   for (auto& layer : a.layers)
@@ -65,6 +66,20 @@ TEST(Merge, MergedLogitsEqualBasePlusAdapter) {
       EXPECT_GT(rel_l2(model_logits(m, ids), want), 1e-3) << type << ": the adapter should change the logits";
     }
   }
+}
+
+TEST(Merge, FusedExpertCheckpoint) {
+  // transformers 5's fused expert layout (gate_up_proj [E, 2I, H], down_proj [E, H, I]), from the goldens.
+  const std::string base = std::string(TUNE_TEST_DATA_DIR) + "/golden/qwen3moe_e6_top3_nonorm_mixed_untied_fused";
+  const Model m = model_load(base);
+  ASSERT_EQ(m.report.experts_layout, "fused");
+  const LoraAdapter a = random_adapter(m, false);
+  test::TempDir dir;
+  merge_lora_to_hf(base, m, a, dir / "merged", DType::F32);
+  const Model merged = model_load(dir / "merged");
+  EXPECT_EQ(merged.report.experts_layout, "fused");
+  const std::vector<int32_t> ids = {1, 7, 30, 2, 19, 4};
+  EXPECT_LE(rel_l2(model_logits(merged, ids), model_logits(m, ids, &a)), 1e-5);
 }
 
 TEST(Merge, BadAdapters) {

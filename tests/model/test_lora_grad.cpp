@@ -22,6 +22,7 @@ LoraAdapter random_adapter(const ModelConfig& c, uint64_t seed) {
   LoraConfig lc;
   lc.rank = 3;
   lc.alpha = 6;
+  lc.targets = lora_targets_parse("all");  // the seven projections and, on MoE layers, the experts
   LoraAdapter a = LoraAdapter::init(c, lc, seed);
   Rng rng(seed + 1);
   for (auto& layer : a.layers)

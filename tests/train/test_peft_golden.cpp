@@ -53,33 +53,27 @@ double rel_l2(const Tensor& got, const Tensor& want) {
   return std::sqrt(num / std::max(den, 1e-300));
 }
 
-// Compares every LoRA tensor of `a` (A/B or their gradients) with the reference file, key by key.
-// Returns the largest relative L2 error.
+// Compares every LoRA tensor of `a` (A/B or their gradients, in PEFT's layout) with the reference file, key by
+// key. Returns the largest relative L2 error.
 double expect_tensors(const Case& c, const LoraAdapter& a, const std::string& file, bool grads, double tol) {
   const SafetensorsFile ref(file);
   size_t n = 0;
   double worst = 0;
-  for (size_t l = 0; l < a.layers.size(); ++l)
-    for (int t = 0; t < kLoraTargets; ++t) {
-      const LoraWeights& w = a.layers[l][size_t(t)];
-      if (!w.defined()) continue;
-      const std::string m = lora_peft_module(c.model, int64_t(l), LoraTarget(t));
-      for (auto [suffix, got] : {std::pair<const char*, const Tensor*>{".lora_A.weight", grads ? &w.dA : &w.A},
-                                 {".lora_B.weight", grads ? &w.dB : &w.B}}) {
-        const auto it = ref.entries().find(m + suffix);
-        EXPECT_NE(it, ref.entries().end()) << c.name << ": " << m + suffix;
-        if (it == ref.entries().end()) continue;
-        const double e = rel_l2(*got, it->second.tensor);
-        worst = std::max(worst, e);
-        EXPECT_LE(e, tol) << c.name << ": " << m + suffix;
-        ++n;
-      }
-    }
+  for (const auto& [key, got] : lora_peft_tensors(a, c.model, grads)) {
+    const auto it = ref.entries().find(key);
+    EXPECT_NE(it, ref.entries().end()) << c.name << ": " << key;
+    if (it == ref.entries().end()) continue;
+    const double e = rel_l2(got, it->second.tensor);
+    worst = std::max(worst, e);
+    EXPECT_LE(e, tol) << c.name << ": " << key;
+    ++n;
+  }
   EXPECT_EQ(n, ref.entries().size()) << c.name << ": tune's adapter and PEFT's differ in tensors";
   return worst;
 }
 
-const char* kCases[] = {"qwen3_all7", "qwen2_all7_rslora", "qwen3_tied_qv", "qwen3moe_attn_dense"};
+const char* kCases[] = {"qwen3_all7", "qwen2_all7_rslora", "qwen3_tied_qv", "qwen3moe_attn_dense",
+                        "qwen3moe_experts"};
 
 }  // namespace
 
@@ -125,11 +119,18 @@ TEST(PeftGolden, FiveAdamWSteps) {
   }
 }
 
-TEST(PeftGolden, ExpertAdaptersAreRefusedClearly) {
-  // PEFT puts expert LoRA on transformers 5's fused expert tensors (target_parameters); tune does not train
-  // experts yet and must say so rather than load half an adapter.
+TEST(PeftGolden, ExpertAdapterRoundTripsAndForeignParametersAreRefused) {
   Case c = load_case("qwen3moe_experts");
-  EXPECT_THROW(lora_load_peft((kRoot / "qwen3moe_experts" / "init_adapter").string(), c.model), UnsupportedError);
+  const LoraAdapter a = lora_load_peft((kRoot / c.name / "init_adapter").string(), c.model);
+  test::TempDir dir;
+  lora_save_peft(a, c.model, dir.str(), "base");
+  expect_tensors(c, lora_load_peft(dir.str(), c.model),
+                 (kRoot / c.name / "init_adapter" / "adapter_model.safetensors").string(), false, 0.0);
+  Json cfg = json_load_file(dir / "adapter_config.json");
+  EXPECT_EQ(cfg["target_parameters"], Json({"mlp.experts.gate_up_proj", "mlp.experts.down_proj"}));
+  cfg["target_parameters"] = {"mlp.experts.gate_up_proj", "mlp.shared_expert.up_proj"};
+  json_save_file(dir / "adapter_config.json", cfg);
+  EXPECT_THROW(lora_load_peft(dir.str(), c.model), UnsupportedError);
 }
 
 TEST(PeftGolden, SavedAdapterRoundTripsRegexTargets) {
