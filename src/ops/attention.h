@@ -25,4 +25,15 @@ void attention_bwd(const R* q, const R* k, const R* v, const int32_t* doc_start,
                    R* dv, int64_t T, int64_t nH, int64_t nKV, int64_t d);
 }  // namespace cpu
 
+// CUDA kernels (defined when built with TUNE_CUDA): device pointers, q/k/v/o and gradients of the element type `dt`
+// (f32 or bf16), doc_start i32 or null; head dim d <= kAttentionMaxHeadDim and at least 8 bytes of elements.
+namespace cuda {
+constexpr int64_t kAttentionMaxHeadDim = 256;
+void attention_fwd(const void* q, const void* k, const void* v, const int32_t* doc_start, float scale, void* o,
+                   int64_t T, int64_t nH, int64_t nKV, int64_t d, DType dt);
+void attention_bwd(const void* q, const void* k, const void* v, const int32_t* doc_start, float scale,
+                   const void* d_o, void* dq, void* dk, void* dv, int64_t T, int64_t nH, int64_t nKV, int64_t d,
+                   DType dt);
+}  // namespace cuda
+
 }  // namespace tune

@@ -20,4 +20,14 @@ template <class R>
 void cross_entropy_bwd(const R* logits, const int32_t* targets, R scale, R* dlogits, int64_t N, int64_t V);
 }  // namespace cpu
 
+// CUDA kernels (defined when built with TUNE_CUDA): device pointers; logits and dlogits of the element type `dt`
+// (f32 or bf16), loss f32, targets i32. Targets are checked on the device: each returns the first row whose target
+// is neither -100 nor in [0, V) (the target in *bad_target), or -1. Synchronize with the device.
+namespace cuda {
+int64_t cross_entropy_fwd(const void* logits, DType dt, const int32_t* targets, float* loss, int64_t N, int64_t V,
+                          int32_t* bad_target);
+int64_t cross_entropy_bwd(const void* logits, DType dt, const int32_t* targets, float scale, void* dlogits, int64_t N,
+                          int64_t V, int32_t* bad_target);
+}  // namespace cuda
+
 }  // namespace tune

@@ -2,6 +2,7 @@
 #include "ops/linear.h"
 
 #include "ops/common.h"
+#include "ops/cuda/check.h"
 
 namespace tune {
 
@@ -16,7 +17,18 @@ void linear_fwd(const TensorView& x, const TensorView& w, const TensorView* b, c
       op_check_f32("linear", "w", w);
       cpu::linear_fwd(x.f32(), w.f32(), b ? b->f32() : nullptr, y.f32(), T, K, N);
       return;
-    case Device::CUDA: op_unsupported("linear", x);
+    case Device::CUDA: {
+#ifdef TUNE_CUDA
+      const DType dt = op_cuda_float("linear", "x", x);
+      op_check_cuda("linear", "w", w, dt);
+      op_check_cuda("linear", "y", y, dt);
+      if (b) op_check_cuda("linear", "b", *b, dt);
+      cuda::linear_fwd(x.data, w.data, b ? b->data : nullptr, y.data, T, K, N, dt);
+      return;
+#else
+      op_unsupported("linear", x);
+#endif
+    }
   }
 }
 
@@ -34,7 +46,24 @@ void linear_bwd(const TensorView& x, const TensorView& w, const TensorView& dy, 
       cpu::linear_bwd(x.f32(), w.f32(), dy.f32(), dx ? dx->f32() : nullptr, accumulate_dx,
                       dw ? dw->f32() : nullptr, db ? db->f32() : nullptr, T, K, N);
       return;
-    case Device::CUDA: op_unsupported("linear_bwd", x);
+    case Device::CUDA: {
+#ifdef TUNE_CUDA
+      const DType dt = op_cuda_float("linear_bwd", "x", x);
+      op_check_cuda("linear_bwd", "w", w, dt);
+      op_check_cuda("linear_bwd", "dy", dy, dt);
+      if (dx) op_check_cuda("linear_bwd", "dx", *dx, dt);
+      // Parameter gradients may be kept in f32 whatever the activations are.
+      if (dw) op_check(op_cuda_float("linear_bwd", "dw", *dw) == dt || dw->dtype == DType::F32, "linear_bwd",
+                       "dw must be f32 or the dtype of x");
+      if (db) op_check(op_cuda_float("linear_bwd", "db", *db) == dt || db->dtype == DType::F32, "linear_bwd",
+                       "db must be f32 or the dtype of x");
+      cuda::linear_bwd(x.data, w.data, dy.data, dx ? dx->data : nullptr, accumulate_dx, dw ? dw->data : nullptr,
+                       dw ? dw->dtype : dt, db ? db->data : nullptr, db ? db->dtype : dt, T, K, N, dt);
+      return;
+#else
+      op_unsupported("linear_bwd", x);
+#endif
+    }
   }
 }
 

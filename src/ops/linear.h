@@ -19,4 +19,12 @@ void linear_bwd(const R* x, const R* w, const R* dy, R* dx, bool accumulate_dx, 
                 int64_t N);
 }  // namespace cpu
 
+// CUDA kernels (defined when built with TUNE_CUDA), through cuBLAS with fp32 compute: device pointers; x, w, b, y,
+// dy, dx of the element type `dt` (f32 or bf16); dw and db each of `dt` or f32 (`dw_dt`, `db_dt`).
+namespace cuda {
+void linear_fwd(const void* x, const void* w, const void* b, void* y, int64_t T, int64_t K, int64_t N, DType dt);
+void linear_bwd(const void* x, const void* w, const void* dy, void* dx, bool accumulate_dx, void* dw, DType dw_dt,
+                void* db, DType db_dt, int64_t T, int64_t K, int64_t N, DType dt);
+}  // namespace cuda
+
 }  // namespace tune

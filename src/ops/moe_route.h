@@ -20,4 +20,14 @@ void moe_route_bwd(const R* logits, bool renormalize, const int32_t* experts, co
                    int64_t E, int64_t k);
 }  // namespace cpu
 
+// CUDA kernels (defined when built with TUNE_CUDA): device pointers; logits, weights and their gradients of the
+// element type `dt` (f32 or bf16), experts i32; k <= kMoeMaxTopK, E <= kMoeMaxExperts.
+namespace cuda {
+constexpr int64_t kMoeMaxTopK = 32, kMoeMaxExperts = 2048;
+void moe_route_fwd(const void* logits, bool renormalize, int32_t* experts, void* weights, int64_t T, int64_t E,
+                   int64_t k, DType dt);
+void moe_route_bwd(const void* logits, bool renormalize, const int32_t* experts, const void* dweights, void* dlogits,
+                   int64_t T, int64_t E, int64_t k, DType dt);
+}  // namespace cuda
+
 }  // namespace tune

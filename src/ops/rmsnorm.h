@@ -21,4 +21,13 @@ void rmsnorm_bwd(const R* x, const R* w, const R* dy, R eps, bool zero_centered,
                  int64_t C);
 }  // namespace cpu
 
+// CUDA kernels (defined when built with TUNE_CUDA). Device pointers; x, y, dy, dx have the element type `dt` and w
+// has `wdt` (each f32 or bf16, math in fp32); dw is f32 and accumulates.
+namespace cuda {
+void rmsnorm_fwd(const void* x, const void* w, float eps, bool zero_centered, void* y, int64_t rows, int64_t C,
+                 DType dt, DType wdt);
+void rmsnorm_bwd(const void* x, const void* w, const void* dy, float eps, bool zero_centered, void* dx, float* dw,
+                 int64_t rows, int64_t C, DType dt, DType wdt);
+}  // namespace cuda
+
 }  // namespace tune

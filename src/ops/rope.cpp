@@ -2,6 +2,7 @@
 #include "ops/rope.h"
 
 #include "ops/common.h"
+#include "ops/cuda/check.h"
 
 namespace tune {
 
@@ -16,7 +17,17 @@ void rope_dispatch(const char* op, const TensorView& x, const TensorView& pos, i
       op_check_f32(op, "x", x);
       cpu::rope(x.f32(), pos.ptr<int32_t>(), T, heads, d, rotary_dim, theta, sign);
       return;
-    case Device::CUDA: op_unsupported(op, x);
+    case Device::CUDA: {
+#ifdef TUNE_CUDA
+      const DType dt = op_cuda_float(op, "x", x);
+      op_check_cuda(op, "pos", pos, DType::I32);
+      op_check(rotary_dim <= cuda::kRopeMaxRotaryDim, op, "rotary_dim over the CUDA kernel's limit");
+      cuda::rope(x.data, pos.ptr<int32_t>(), T, heads, d, rotary_dim, theta, sign, dt);
+      return;
+#else
+      op_unsupported(op, x);
+#endif
+    }
   }
 }
 }  // namespace

@@ -18,4 +18,11 @@ template <class R>
 void rope(R* x, const int32_t* pos, int64_t T, int64_t heads, int64_t d, int64_t rotary_dim, double theta, int sign);
 }
 
+// CUDA kernel (defined when built with TUNE_CUDA): x on the device, f32 or bf16 (`dt`), pos i32 on the device.
+namespace cuda {
+constexpr int64_t kRopeMaxRotaryDim = 512;
+void rope(void* x, const int32_t* pos, int64_t T, int64_t heads, int64_t d, int64_t rotary_dim, double theta, int sign,
+          DType dt);
+}  // namespace cuda
+
 }  // namespace tune

@@ -18,4 +18,10 @@ template <class R>
 void swiglu_bwd(const R* g, const R* u, const R* dh, R* dg, R* du, int64_t n);
 }  // namespace cpu
 
+// CUDA kernels (defined when built with TUNE_CUDA): device pointers, all of the element type `dt` (f32 or bf16).
+namespace cuda {
+void swiglu_fwd(const void* g, const void* u, void* h, int64_t n, DType dt);
+void swiglu_bwd(const void* g, const void* u, const void* dh, void* dg, void* du, int64_t n, DType dt);
+}  // namespace cuda
+
 }  // namespace tune

@@ -1,0 +1,60 @@
+// rmsnorm on CUDA against the CPU reference in double: f32 and bf16 storage, f32 or bf16 weights, plain and
+// zero-centred, odd row lengths, in place, and dw accumulating.
+#include "cuda_test_util.h"
+#include "ops/rmsnorm.h"
+
+namespace tune {
+
+TEST(RmsNormCuda, MatchesCpuReference) {
+  TUNE_REQUIRE_CUDA();
+  const float eps = 1e-6f;
+  for (auto [R, C] : {std::pair<int64_t, int64_t>{5, 7}, {37, 1000}, {3, 4099}, {64, 128}}) {
+    for (DType dt : {DType::F32, DType::BF16}) {
+      for (DType wdt : {DType::F32, DType::BF16}) {
+        if (dt == DType::F32 && wdt == DType::BF16) continue;
+        for (bool zc : {false, true}) {
+          SCOPED_TRACE(testing::Message() << R << "x" << C << " " << dtype_name(dt) << " w "
+                                          << dtype_name(wdt) << (zc ? " zero-centred" : ""));
+          const Tensor x = test::rounded(test::randn({R, C}, 1, 2.0f), dt);
+          const Tensor w = test::rounded(test::randn({C}, 2, 0.3f, zc ? 0.0f : 1.0f), wdt);
+          const Tensor dy = test::rounded(test::randn({R, C}, 3), dt);
+          const Tensor dw0 = test::randn({C}, 4);
+          std::vector<double> xd = test::doubles(x), wd = test::doubles(w), dyd = test::doubles(dy);
+          std::vector<double> y_ref(size_t(R * C)), dx_ref(size_t(R * C)), dw_ref = test::doubles(dw0);
+          cpu::rmsnorm_fwd(xd.data(), wd.data(), double(eps), zc, y_ref.data(), R, C);
+          cpu::rmsnorm_bwd(xd.data(), wd.data(), dyd.data(), double(eps), zc, dx_ref.data(), dw_ref.data(), R,
+                           C);
+
+          // f32: fp32 sums over a row (~1e-6 relative); bf16: one rounding of each output. dw is f32 either
+          // way and sums R rows of O(1) terms.
+          const double rtol = dt == DType::F32 ? 1e-5 : test::kBf16Rtol,
+                       atol = dt == DType::F32 ? 1e-5 : 1e-3;
+          const Tensor xc = test::on_cuda(x, dt), wc = test::on_cuda(w, wdt), dyc = test::on_cuda(dy, dt);
+          Tensor y = test::poisoned({R, C}, dt);
+          rmsnorm_fwd(xc, wc, eps, zc, y);
+          test::expect_all_close("y", y, y_ref, atol, rtol);
+          Tensor xi = test::on_cuda(x, dt);
+          rmsnorm_fwd(xi, wc, eps, zc, xi);  // y aliasing x
+          test::expect_all_close("y in place", xi, y_ref, atol, rtol);
+
+          Tensor dx = test::poisoned({R, C}, dt), dw = test::on_cuda(dw0, DType::F32);
+          rmsnorm_bwd(xc, wc, dyc, eps, zc, dx, &dw.view());
+          test::expect_all_close("dx", dx, dx_ref, atol, rtol);
+          test::expect_all_close("dw", dw, dw_ref, 1e-4, 1e-5);
+          Tensor dyi = test::on_cuda(dy, dt);
+          rmsnorm_bwd(xc, wc, dyi, eps, zc, dyi, nullptr);  // dx aliasing dy, no dw
+          test::expect_all_close("dx in place", dyi, dx_ref, atol, rtol);
+        }
+      }
+    }
+  }
+}
+
+TEST(RmsNormCuda, UnsupportedDtypeIsAnError) {
+  TUNE_REQUIRE_CUDA();
+  Tensor x = test::on_cuda(test::randn({2, 4}, 1), DType::F16),
+         w = test::on_cuda(test::randn({4}, 2), DType::F16);
+  EXPECT_THROW(rmsnorm_fwd(x, w, 1e-6f, false, x), UnsupportedError);
+}
+
+}  // namespace tune

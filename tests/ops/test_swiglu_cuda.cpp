@@ -1,0 +1,43 @@
+// swiglu on CUDA against the CPU reference in double: f32 and bf16 storage, odd sizes, outputs aliasing
+// inputs.
+#include "cuda_test_util.h"
+#include "ops/swiglu.h"
+
+namespace tune {
+
+TEST(SwiGluCuda, MatchesCpuReference) {
+  TUNE_REQUIRE_CUDA();
+  for (Shape shape : {Shape{5, 7, 3}, Shape{1, 1}, Shape{333, 301}}) {
+    for (DType dt : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE(testing::Message() << shape.str() << " " << dtype_name(dt));
+      const int64_t n = shape.numel();
+      const Tensor g = test::rounded(test::randn(shape, 1, 3.0f), dt),
+                   u = test::rounded(test::randn(shape, 2), dt);
+      const Tensor dh = test::rounded(test::randn(shape, 3), dt);
+      std::vector<double> gd = test::doubles(g), ud = test::doubles(u), dhd = test::doubles(dh);
+      std::vector<double> h_ref(static_cast<size_t>(n)), dg_ref(h_ref), du_ref(h_ref);
+      cpu::swiglu_fwd(gd.data(), ud.data(), h_ref.data(), n);
+      cpu::swiglu_bwd(gd.data(), ud.data(), dhd.data(), dg_ref.data(), du_ref.data(), n);
+
+      // f32: expf within a few ulp; bf16: one rounding of each output.
+      const double rtol = dt == DType::F32 ? 1e-5 : test::kBf16Rtol, atol = dt == DType::F32 ? 1e-6 : 1e-4;
+      const Tensor gc = test::on_cuda(g, dt), uc = test::on_cuda(u, dt), dhc = test::on_cuda(dh, dt);
+      Tensor h = test::poisoned(shape, dt);
+      swiglu_fwd(gc, uc, h);
+      test::expect_all_close("h", h, h_ref, atol, rtol);
+      Tensor gi = test::on_cuda(g, dt);
+      swiglu_fwd(gi, uc, gi);  // h aliasing g
+      test::expect_all_close("h in place", gi, h_ref, atol, rtol);
+
+      Tensor dg = test::poisoned(shape, dt), du = test::poisoned(shape, dt);
+      swiglu_bwd(gc, uc, dhc, dg, du);
+      test::expect_all_close("dg", dg, dg_ref, atol, rtol);
+      test::expect_all_close("du", du, du_ref, atol, rtol);
+      Tensor dhi = test::on_cuda(dh, dt);
+      swiglu_bwd(gc, uc, dhi, dhi, du);  // dg aliasing dh
+      test::expect_all_close("dg in place", dhi, dg_ref, atol, rtol);
+    }
+  }
+}
+
+}  // namespace tune
