@@ -2,6 +2,8 @@
 // table would be needed (case mapping, printable characters) the common scripts are covered and written down.
 #include "tokenizer/jinja/pystr.h"
 
+#include "tokenizer/unicode.h"
+
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -10,49 +12,17 @@ namespace tune::jinja {
 
 namespace {
 
-// Decodes one character at s[i], advancing i; ill-formed bytes become U+DC80 + byte.
+// Decodes one character at s[i], advancing i; an ill-formed byte becomes U+DC80 + byte (Python's
+// surrogateescape), one byte at a time.
 char32_t decode_one(std::string_view s, size_t& i) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data()) + i;
+  const Utf8Char c = utf8_decode(p, s.size() - i);
+  if (c.cp == kInvalidCodepoint) {
     ++i;
-    return b0;
+    return 0xDC00 + p[0];
   }
-  int need = 0;
-  char32_t cp = 0;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    need = 1;
-    cp = b0 & 0x1F;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    need = 2;
-    cp = b0 & 0x0F;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 3;
-    cp = b0 & 0x07;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    ++i;
-    return 0xDC00 + b0;
-  }
-  if (i + need >= s.size()) {
-    ++i;
-    return 0xDC00 + b0;
-  }
-  for (int k = 1; k <= need; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if (b < lo || b > hi) {
-      ++i;
-      return 0xDC00 + b0;
-    }
-    lo = 0x80;
-    hi = 0xBF;
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  i += need + 1;
-  return cp;
+  i += c.len;
+  return c.cp;
 }
 
 bool in_chars(char32_t c, const std::u32string& set) {
@@ -88,22 +58,10 @@ std::u32string utf8_to_u32(std::string_view s) {
 }
 
 void utf8_push(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp >= 0xDC80 && cp <= 0xDCFF) {
+  if (cp >= 0xDC80 && cp <= 0xDCFF) {
     out.push_back(static_cast<char>(cp - 0xDC00));  // surrogateescape: the original ill-formed byte
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    utf8_append(out, uint32_t(cp));
   }
 }
 
