@@ -8,13 +8,16 @@
 namespace tune {
 
 namespace {
-// Block layouts follow ggml: Q8_0 = f16 scale + 32 int8; Q4_0 = f16 scale + 16 bytes of nibbles;
-// k-quants are super-blocks of 256 elements.
+// Block layouts follow ggml: Q8_0 = f16 scale + 32 int8; Q4_0 = f16 scale + 16 bytes of nibbles; Q4_1 = f16 scale,
+// f16 min + nibbles; Q5_0 = f16 scale + 4 bytes of high bits + nibbles; Q5_1 = Q5_0 + f16 min; k-quants are
+// super-blocks of 256 elements (layouts in src/quant/k_quants.cpp).
 const DTypeInfo kInfo[] = {
     {"f32", 1, 4},      {"f16", 1, 2},      {"bf16", 1, 2},     {"f64", 1, 8},   {"i32", 1, 4},
     {"i64", 1, 8},      {"u8", 1, 1},       {"bool", 1, 1},     {"q8_0", 32, 34}, {"q4_0", 32, 18},
     {"q4_k", 256, 144}, {"q5_k", 256, 176}, {"q6_k", 256, 210}, {"q3_k", 256, 110}, {"q2_k", 256, 84},
+    {"q4_1", 32, 20},   {"q5_0", 32, 22},   {"q5_1", 32, 24},
 };
+static_assert(sizeof(kInfo) / sizeof(kInfo[0]) == size_t(DType::Q5_1) + 1, "one row per DType");
 struct StName {
   const char* st;
   DType t;

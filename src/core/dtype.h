@@ -9,7 +9,10 @@
 
 namespace tune {
 
-enum class DType : uint8_t { F32, F16, BF16, F64, I32, I64, U8, BOOL, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q3_K, Q2_K };
+// Q4_1/Q5_0/Q5_1 are the 32-element fallbacks llama.cpp's file-type mixes use where a row is not a multiple of 256.
+enum class DType : uint8_t {
+  F32, F16, BF16, F64, I32, I64, U8, BOOL, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q3_K, Q2_K, Q4_1, Q5_0, Q5_1
+};
 
 struct DTypeInfo {
   const char* name;      // tune's name, lower case ("f32", "q4_k")
