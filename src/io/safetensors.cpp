@@ -1,10 +1,6 @@
 // safetensors reader (mmap + full header validation) and writer (atomic, optional sharding with an index).
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
