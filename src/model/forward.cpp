@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "ops/attention.h"
+#include "ops/conv1d_causal.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
+#include "ops/gated_delta_rule.h"
 #include "ops/linear.h"
 #include "ops/moe_route.h"
 #include "ops/rmsnorm.h"
@@ -101,7 +103,11 @@ struct LayerActs {
   Tensor q, k, v;        // projections (T, nH*hd), (T, nKV*hd)
   Tensor qn, kn;         // after QK-norm, before RoPE
   Tensor qr, kr;         // after RoPE: what attention saw
-  Tensor o;              // attention output (T, nH*hd)
+  Tensor gate;           // gated attention: the output gate logits (T, nH*hd)
+  Tensor o;              // attention output (T, nH*hd), times sigmoid(gate) for gated attention
+  // Gated DeltaNet (forward only for now; the backward refuses these layers).
+  Tensor qkv;            // in_proj_qkv(h1) (T, conv_dim), before the causal conv
+  Tensor z, beta, logdecay;  // output gate (T, nV*dv), sigmoid(b) (T, nV), g = log-decay (T, nV)
   Tensor xm;             // x + o_proj(o)
   Tensor h2;             // post_attention_layernorm(xm)
   Tensor g, u, a;        // dense FFN: gate, up, silu(gate) * up
@@ -174,22 +180,36 @@ Tensor gather_rows(const Tensor& x, const std::vector<int64_t>& rows, int64_t k)
   return out;
 }
 
-void layer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double silu(double x) { return x * sigmoid(x); }
+// torch.nn.functional.softplus with its default threshold: x itself above 20.
+double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+
+// Full attention (Qwen2/Qwen3) and Qwen3.5's gated attention: s.h1 -> s.xm = o_proj(o) (no residual yet).
+// Gated attention's q_proj rows interleave per head [query_h (hd) | gate_h (hd)]; o is multiplied by sigmoid(gate)
+// before o_proj. QK-norm is zero-centred for Qwen3.5 (c.norm_zero_centered); RoPE covers c.rotary_dim dims.
+void attention_mixer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
   const ModelConfig& c = cx.c;
+  const MixerKind kind = c.layers[size_t(l)].mixer;
   const int64_t T = s.x.size(0), H = c.hidden_size, nH = c.num_heads, nKV = c.num_kv_heads, hd = c.head_dim;
   const float eps = float(c.rms_norm_eps);
-  if (c.layers[size_t(l)].mixer != MixerKind::Attention) {
-    throw UnsupportedError("layer " + std::to_string(l) + " is " + mixer_kind_name(c.layers[size_t(l)].mixer) +
-                               ", which the forward pass does not run yet",
-                           "Qwen3.5 models can be inspected with tune info; qwen2, qwen3 and qwen3_moe run");
-  }
-  // Attention.
-  s.h1 = f32({T, H});
-  rmsnorm_fwd(s.x, w.attn_norm, eps, c.norm_zero_centered, s.h1);
+  const bool gated = kind == MixerKind::GatedAttention;
   s.q = f32({T, nH * hd});
   s.k = f32({T, nKV * hd});
   s.v = f32({T, nKV * hd});
-  lora_linear_fwd(s.h1, w.attn_q, w.attn_q_bias, cx.lora_ctx(l, LoraTarget::Q), s.q, &s.lin[0]);
+  if (gated) {
+    Tensor qg = f32({T, c.q_dim(kind)});
+    lora_linear_fwd(s.h1, w.attn_q, w.attn_q_bias, cx.lora_ctx(l, LoraTarget::Q), qg, &s.lin[0]);
+    s.gate = f32({T, nH * hd});
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < nH; ++h) {
+        const float* src = qg.f32() + (t * nH + h) * 2 * hd;
+        std::memcpy(s.q.f32() + (t * nH + h) * hd, src, size_t(hd) * 4);
+        std::memcpy(s.gate.f32() + (t * nH + h) * hd, src + hd, size_t(hd) * 4);
+      }
+  } else {
+    lora_linear_fwd(s.h1, w.attn_q, w.attn_q_bias, cx.lora_ctx(l, LoraTarget::Q), s.q, &s.lin[0]);
+  }
   lora_linear_fwd(s.h1, w.attn_k, w.attn_k_bias, cx.lora_ctx(l, LoraTarget::K), s.k, &s.lin[1]);
   lora_linear_fwd(s.h1, w.attn_v, w.attn_v_bias, cx.lora_ctx(l, LoraTarget::V), s.v, &s.lin[2]);
   s.qn = s.q;
@@ -208,8 +228,98 @@ void layer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
   attention_fwd(s.qr, s.kr, s.v.reshape({T, nKV, hd}), opt(cx.doc_start), float(1.0 / std::sqrt(double(hd))),
                 s.o);
   s.o = s.o.reshape({T, nH * hd});
+  if (gated) {
+    float* o = s.o.f32();
+    const float* gt = s.gate.f32();
+    for (int64_t i = 0; i < s.o.numel(); ++i) o[i] = float(double(o[i]) * sigmoid(double(gt[i])));
+  }
   s.xm = f32({T, H});
   lora_linear_fwd(s.o, w.attn_output, Tensor(), cx.lora_ctx(l, LoraTarget::O), s.xm, &s.lin[3]);
+}
+
+// Gated DeltaNet (Qwen3.5 linear attention): s.h1 -> s.xm = out_proj(...) (no residual yet). See
+// the Qwen architecture reference, section 3.2 (Gated DeltaNet). Value head h reads key head h / (nV / nK) (repeat_interleave).
+void gdn_mixer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
+  const ModelConfig& c = cx.c;
+  const int64_t T = s.x.size(0), H = c.hidden_size;
+  const int64_t nK = c.linear_num_key_heads, nV = c.linear_num_value_heads, dk = c.linear_key_head_dim,
+                dv = c.linear_value_head_dim;
+  const int64_t key_dim = nK * dk, value_dim = nV * dv, conv_dim = 2 * key_dim + value_dim, r = nV / nK;
+  if (cx.lora) {
+    for (LoraTarget t : {LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O})
+      if (cx.lora->layers[size_t(l)][size_t(t)].defined())
+        throw UnsupportedError("layer " + std::to_string(l) + " is a Gated DeltaNet layer; LoRA on its projections "
+                               "is not supported yet");
+  }
+  // Projections.
+  s.qkv = f32({T, conv_dim});
+  s.z = f32({T, value_dim});
+  Tensor b = f32({T, nV}), a = f32({T, nV});
+  linear_fwd(s.h1, w.ssm_qkv, nullptr, s.qkv);
+  linear_fwd(s.h1, w.ssm_gate, nullptr, s.z);
+  linear_fwd(s.h1, w.ssm_beta, nullptr, b);
+  linear_fwd(s.h1, w.ssm_alpha, nullptr, a);
+  // Causal depthwise conv over time, then SiLU.
+  Tensor conv = f32({T, conv_dim});
+  conv1d_causal_fwd(s.qkv, w.ssm_conv1d, opt(cx.doc_start), conv);
+  for (int64_t i = 0; i < conv.numel(); ++i) conv.f32()[i] = float(silu(double(conv.f32()[i])));
+  // beta = sigmoid(b); g = -exp(A_log) * softplus(a + dt_bias).
+  s.beta = f32({T, nV});
+  s.logdecay = f32({T, nV});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < nV; ++h) {
+      s.beta.f32()[t * nV + h] = float(sigmoid(double(b.f32()[t * nV + h])));
+      const double A = std::exp(double(w.ssm_a_log.f32()[h]));
+      s.logdecay.f32()[t * nV + h] =
+          float(-A * softplus(double(a.f32()[t * nV + h]) + double(w.ssm_dt_bias.f32()[h])));
+    }
+  // Split q | k | v, repeat q and k to the value heads, L2-normalize them (rsqrt(sum + 1e-6)), q *= dk^-0.5.
+  Tensor q = f32({T, nV, dk}), k = f32({T, nV, dk}), v = f32({T, nV, dv});
+  const double qscale = 1.0 / std::sqrt(double(dk));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = conv.f32() + t * conv_dim;
+    for (int64_t h = 0; h < nV; ++h) {
+      const int64_t kh = h / r;
+      for (int which = 0; which < 2; ++which) {
+        const float* src = row + which * key_dim + kh * dk;
+        double ss = 0;
+        for (int64_t i = 0; i < dk; ++i) ss += double(src[i]) * src[i];
+        const double inv = 1.0 / std::sqrt(ss + 1e-6) * (which == 0 ? qscale : 1.0);
+        float* dst = (which == 0 ? q : k).f32() + (t * nV + h) * dk;
+        for (int64_t i = 0; i < dk; ++i) dst[i] = float(double(src[i]) * inv);
+      }
+      std::memcpy(v.f32() + (t * nV + h) * dv, row + 2 * key_dim + h * dv, size_t(dv) * 4);
+    }
+  }
+  Tensor o = f32({T, nV, dv});
+  gated_delta_rule_fwd(q, k, v, s.logdecay, s.beta, opt(cx.doc_start), o);
+  // Gated RMSNorm per value head: ssm_norm (plain weight) * rmsnorm(o) * silu(z), eps = rms_norm_eps.
+  s.o = f32({T, value_dim});
+  for (int64_t i = 0; i < T * nV; ++i) {
+    const float* oi = o.f32() + i * dv;
+    const float* zi = s.z.f32() + i * dv;
+    float* yi = s.o.f32() + i * dv;
+    double ss = 0;
+    for (int64_t j = 0; j < dv; ++j) ss += double(oi[j]) * oi[j];
+    const double inv = 1.0 / std::sqrt(ss / double(dv) + c.rms_norm_eps);
+    for (int64_t j = 0; j < dv; ++j)
+      yi[j] = float(double(w.ssm_norm.f32()[j]) * double(oi[j]) * inv * silu(double(zi[j])));
+  }
+  s.xm = f32({T, H});
+  linear_fwd(s.o, w.ssm_out, nullptr, s.xm);
+}
+
+void layer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
+  const ModelConfig& c = cx.c;
+  const int64_t T = s.x.size(0), H = c.hidden_size;
+  const float eps = float(c.rms_norm_eps);
+  s.h1 = f32({T, H});
+  rmsnorm_fwd(s.x, w.attn_norm, eps, c.norm_zero_centered, s.h1);
+  if (c.layers[size_t(l)].mixer == MixerKind::GatedDeltaNet) {
+    gdn_mixer_fwd(cx, w, l, s);
+  } else {
+    attention_mixer_fwd(cx, w, l, s);
+  }
   add_inplace(s.xm, s.x);
 
   // FFN input.
@@ -346,6 +456,12 @@ Tensor layer_forward(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs&
 // dy (T, H) = gradient of the layer output -> gradient of the layer input (T, H).
 Tensor layer_backward(const Ctx& cx, const LayerWeights& w, int64_t l, const LayerActs& s, const Tensor& dy) {
   const ModelConfig& c = cx.c;
+  if (c.layers[size_t(l)].mixer != MixerKind::Attention) {
+    throw UnsupportedError("layer " + std::to_string(l) + " is " + mixer_kind_name(c.layers[size_t(l)].mixer) +
+                               ", whose backward pass is not implemented yet (Qwen3.5 runs forward only)",
+                           "Qwen3.5 models can be evaluated (logits, loss) but not trained yet; qwen2, qwen3 and "
+                           "qwen3_moe train");
+  }
   const int64_t T = s.x.size(0), H = c.hidden_size, nH = c.num_heads, nKV = c.num_kv_heads, hd = c.head_dim;
   const float eps = float(c.rms_norm_eps);
   // FFN branch: xm receives dy directly (residual) and through norm2.

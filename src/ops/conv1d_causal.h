@@ -1,0 +1,21 @@
+// Depthwise causal convolution over time (the short conv of Gated DeltaNet): each channel c has its own kernel of
+// K taps, and position t reads positions t-K+1 .. t of the same channel:
+//   y[t, c] = sum_{k<K} w[c, k] * x[t - K + 1 + k, c]
+// Positions before the document start read zero (left zero padding, as transformers' causal conv1d with K-1 pad).
+// Packed rows: `doc_start[t]` is the first position of t's document (as in attention), so the window never crosses
+// a document boundary; a null doc_start means one document. No bias and no activation: the caller applies SiLU.
+// fwd: x (T, C), w (C, K), doc_start (T) i32 or null -> y (T, C); y must not alias x
+#pragma once
+
+#include "core/tensor.h"
+
+namespace tune {
+
+void conv1d_causal_fwd(const TensorView& x, const TensorView& w, const TensorView* doc_start, const TensorView& y);
+
+namespace cpu {
+template <class R>
+void conv1d_causal_fwd(const R* x, const R* w, const int32_t* doc_start, R* y, int64_t T, int64_t C, int64_t K);
+}  // namespace cpu
+
+}  // namespace tune

@@ -1,0 +1,27 @@
+// conv1d_causal on the CPU: plain loops, accumulation in double.
+#include <algorithm>
+
+#include "ops/conv1d_causal.h"
+
+namespace tune::cpu {
+
+template <class R>
+void conv1d_causal_fwd(const R* x, const R* w, const int32_t* doc_start, R* y, int64_t T, int64_t C, int64_t K) {
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t s0 = doc_start ? int64_t(doc_start[t]) : 0;  // first readable position
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t s = t - K + 1 + k;
+        if (s >= s0) acc += double(w[c * K + k]) * double(x[s * C + c]);
+      }
+      y[t * C + c] = R(acc);
+    }
+  }
+}
+
+template void conv1d_causal_fwd<float>(const float*, const float*, const int32_t*, float*, int64_t, int64_t, int64_t);
+template void conv1d_causal_fwd<double>(const double*, const double*, const int32_t*, double*, int64_t, int64_t,
+                                        int64_t);
+
+}  // namespace tune::cpu
