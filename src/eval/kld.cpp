@@ -1,0 +1,115 @@
+// KL divergence and perplexity statistics (definitions of llama.cpp's tools/perplexity).
+#include "eval/kld.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace tune {
+
+namespace {
+// log-softmax of logits into out (double).
+void log_softmax(std::span<const float> l, std::vector<double>& out) {
+  out.resize(l.size());
+  double mx = -INFINITY, sum = 0;
+  for (float x : l) mx = std::max(mx, double(x));
+  for (float x : l) sum += std::exp(double(x) - mx);
+  const double lse = mx + std::log(sum);
+  for (size_t i = 0; i < l.size(); ++i) out[i] = double(l[i]) - lse;
+}
+}  // namespace
+
+TokenScore kld_score(std::span<const float> base_logits, std::span<const float> model_logits, int32_t target) {
+  TUNE_CHECK(base_logits.size() == model_logits.size() && target >= 0 && size_t(target) < base_logits.size())
+      << "kld_score: mismatched vocabularies or target";
+  thread_local std::vector<double> lb, lm;
+  log_softmax(base_logits, lb);
+  log_softmax(model_logits, lm);
+  TokenScore s;
+  size_t top_b = 0, top_m = 0;
+  for (size_t i = 0; i < lb.size(); ++i) {
+    if (lb[i] > -16.0) s.kld += std::exp(lb[i]) * (lb[i] - lm[i]);
+    if (lb[i] > lb[top_b]) top_b = i;
+    if (lm[i] > lm[top_m]) top_m = i;
+  }
+  s.nll_base = -lb[size_t(target)];
+  s.nll_model = -lm[size_t(target)];
+  s.dp = std::exp(lm[size_t(target)]) - std::exp(lb[size_t(target)]);
+  s.same_top = top_b == top_m;
+  return s;
+}
+
+double percentile_sorted(const std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const double x = p * double(v.size() - 1);
+  const size_t i = size_t(x);
+  if (i + 1 >= v.size()) return v.back();
+  return v[i] + (x - double(i)) * (v[i + 1] - v[i]);
+}
+
+KldStats kld_stats(const std::vector<TokenScore>& scores) {
+  KldStats st;
+  const size_t n = scores.size();
+  st.tokens = int64_t(n);
+  if (n == 0) return st;
+  std::vector<double> k;
+  double sum = 0, sum2 = 0, nb = 0, nm = 0, dp2 = 0, same = 0;
+  for (const TokenScore& s : scores) {
+    k.push_back(s.kld);
+    sum += s.kld;
+    sum2 += s.kld * s.kld;
+    nb += s.nll_base;
+    nm += s.nll_model;
+    dp2 += s.dp * s.dp;
+    same += s.same_top;
+  }
+  std::sort(k.begin(), k.end());
+  st.mean_kld = sum / double(n);
+  // llama.cpp: sigma = sqrt((sum2/n - mean^2) / (n - 1)), reported as 0 for n <= 10.
+  st.mean_kld_err = n > 10 ? std::sqrt(std::max(0.0, sum2 / double(n) - st.mean_kld * st.mean_kld) / double(n - 1)) : 0;
+  st.median_kld = n % 2 ? k[n / 2] : 0.5 * (k[n / 2 - 1] + k[n / 2]);
+  st.p99_kld = percentile_sorted(k, 0.99);
+  st.p999_kld = percentile_sorted(k, 0.999);
+  st.max_kld = k.back();
+  st.min_kld = k.front();
+  st.top1_agreement = same / double(n);
+  st.ppl_base = std::exp(nb / double(n));
+  st.ppl_model = std::exp(nm / double(n));
+  st.ppl_ratio = st.ppl_model / st.ppl_base;
+  st.rms_dp = std::sqrt(dp2 / double(n));
+  return st;
+}
+
+Json KldStats::to_json() const {
+  return {{"tokens", tokens},         {"mean_kld", mean_kld},   {"mean_kld_err", mean_kld_err},
+          {"median_kld", median_kld}, {"p99_kld", p99_kld},     {"p999_kld", p999_kld},
+          {"max_kld", max_kld},       {"min_kld", min_kld},     {"top1_agreement", top1_agreement},
+          {"ppl_base", ppl_base},     {"ppl_model", ppl_model}, {"ppl_ratio", ppl_ratio},
+          {"rms_dp", rms_dp}};
+}
+
+std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
+                                const LogitsFn& model) {
+  if (n_ctx < 4) throw ConfigError("--ctx must be at least 4, got " + std::to_string(n_ctx));
+  const int64_t chunks = int64_t(ids.size()) / n_ctx;
+  if (chunks == 0) {
+    throw ConfigError("the text has " + std::to_string(ids.size()) + " tokens, fewer than one chunk of --ctx " +
+                          std::to_string(n_ctx),
+                      "use a longer text or a smaller --ctx");
+  }
+  std::vector<TokenScore> out;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const std::span<const int32_t> chunk = ids.subspan(size_t(c * n_ctx), size_t(n_ctx));
+    const std::vector<float> lb = base(chunk), lm = model(chunk);
+    TUNE_CHECK(int64_t(lb.size()) == n_ctx * vocab && lm.size() == lb.size()) << "kld_run: logits shape";
+    // Position j predicts token j + 1; the first half of the chunk is context only.
+    for (int64_t j = n_ctx / 2; j < n_ctx - 1; ++j) {
+      out.push_back(kld_score({lb.data() + j * vocab, size_t(vocab)}, {lm.data() + j * vocab, size_t(vocab)},
+                              chunk[size_t(j + 1)]));
+    }
+  }
+  return out;
+}
+
+}  // namespace tune
