@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""The transformers+PEFT side of tune's training benchmark (`tune bench train`), run in the same device call.
+
+Same work as tune's bench: a real model shape with random weights (bf16), LoRA r=16 (alpha 16) on all seven
+projections, AdamW, SDPA attention, gradient checkpointing, random tokens (seeded), batch x seq_len, every token
+trained. Prints one JSON object: tokens/s and step time over the timed steps (after warm-up), and peak GPU memory.
+
+Run on the GPU machine:  python3 bench/hf_baseline.py --preset qwen3-0.6b --batch-size 4 --seq-len 2048
+"""
+import argparse
+import json
+import time
+
+# Shapes of the released checkpoints (their config.json values); vocab 151936 for all.
+PRESETS = {
+    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen3-0.6b": dict(model_type="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
+    "qwen3-1.7b": dict(model_type="qwen3", hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
+    "qwen3-4b": dict(model_type="qwen3", hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
+    "qwen3-8b": dict(model_type="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False),
+}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--lora-r", type=int, default=16)
+    args = ap.parse_args()
+
+    import peft
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = dict(PRESETS[args.preset])
+    model_type = shape.pop("model_type")
+    cfg = AutoConfig.for_model(model_type, vocab_size=151936, rms_norm_eps=1e-6, max_position_embeddings=40960,
+                               rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, **shape)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    torch.set_default_dtype(torch.float32)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model = peft.get_peft_model(model, peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_r, lora_dropout=0.0,
+                                                       target_modules=TARGETS, bias="none", task_type="CAUSAL_LM"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    tokens = args.batch_size * args.seq_len
+
+    def step():
+        ids = torch.randint(0, 151936, (args.batch_size, args.seq_len), device="cuda", generator=gen)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / args.steps
+    print(json.dumps({
+        "impl": "transformers+peft", "preset": args.preset, "batch_size": args.batch_size,
+        "seq_len": args.seq_len, "lora_r": args.lora_r, "steps": args.steps, "step_s": dt,
+        "tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "loss": float(loss.detach()), "torch": torch.__version__, "transformers": transformers.__version__,
+        "peft": peft.__version__, "device": torch.cuda.get_device_name(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
