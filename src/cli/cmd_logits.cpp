@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "model/forward.h"
 #include "model/lora_peft.h"
+#include "model/model_gguf.h"
 
 namespace tune::cli {
 
@@ -54,7 +55,8 @@ int cmd_logits(int argc, char** argv) {
     throw UnsupportedError("tune logits: --device " + a.get("--device", "") + " is not available yet",
                            "use --device cpu");
   const std::vector<int32_t> ids = parse_ids(a.require("--ids"));
-  const Model m = model_load(a.require("--model"));
+  const std::string model_path = a.require("--model");
+  const Model m = is_gguf_path(model_path) ? model_load_gguf(model_path) : model_load(model_path);
   std::optional<LoraAdapter> adapter;
   if (a.has("--adapter")) adapter = lora_load_peft(a.get("--adapter", ""), m);
   const Tensor logits = model_logits(m, ids, adapter ? &*adapter : nullptr);

@@ -13,5 +13,7 @@ int cmd_train(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_data(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
+int cmd_export(int argc, char** argv);
+int cmd_quantize(int argc, char** argv);
 
 }  // namespace tune::cli

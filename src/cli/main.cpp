@@ -34,6 +34,11 @@ const Verb kVerbs[] = {
      "--top-p P --min-p M --repetition-penalty R --seed S]: stream a continuation"},
     {"merge", tune::cli::cmd_merge,
      "merge --model DIR --adapter DIR --out DIR [--dtype bf16|f16|f32]: fold a LoRA adapter into the model"},
+    {"export", tune::cli::cmd_export,
+     "export --model DIR [--adapter DIR] --gguf F32|F16|BF16|Q8_0|Q6_K|Q5_K_M|Q4_K_M|Q3_K_M|Q2_K --out FILE.gguf "
+     "[--imatrix FILE.gguf] [--name NAME]: llama.cpp GGUF (qwen2, qwen3, qwen3moe)"},
+    {"quantize", tune::cli::cmd_quantize,
+     "quantize IN.gguf OUT.gguf TYPE [--allow-requantize]: re-encode a GGUF with another file type"},
     {"plot", tune::cli::cmd_plot, "plot LOG.jsonl [...] --out FILE.svg|png [--labels a,b]: loss and lr curves"},
 };
 
