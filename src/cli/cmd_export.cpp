@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "export/merge.h"
 #include "export/gguf_export.h"
 #include "io/gguf.h"
 #include "io/json.h"
@@ -22,66 +23,6 @@ namespace fs = std::filesystem;
 namespace tune::cli {
 
 namespace {
-
-// W += s * B A for every adapted linear of `m` (weights are copied first: they may map a read-only file).
-void merge_adapter_in_place(Model& m, const LoraAdapter& ad) {
-  const float s = float(ad.config.scale());
-  const auto add_delta = [&](Tensor& W, const float* A, const float* B, int64_t r, int64_t in, int64_t out,
-                             int64_t row0) {
-    float* w = W.f32();
-    for (int64_t o = 0; o < out; ++o)
-      for (int64_t k = 0; k < r; ++k) {
-        const float b = s * B[o * r + k];
-        if (b == 0.f) continue;
-        float* wr = w + (row0 + o) * in;
-        const float* ar = A + k * in;
-        for (int64_t i = 0; i < in; ++i) wr[i] += b * ar[i];
-      }
-  };
-  for (size_t l = 0; l < ad.layers.size(); ++l) {
-    LayerWeights& L = m.weights.layers[l];
-    for (int t = 0; t < kLoraTargets; ++t) {
-      const LoraWeights& lw = ad.layers[l][size_t(t)];
-      if (!lw.defined()) continue;
-      const Tensor A = lw.A.to(DType::F32), B = lw.B.to(DType::F32);
-      Tensor* W = nullptr;
-      switch (LoraTarget(t)) {
-        case LoraTarget::Q: W = &L.attn_q; break;
-        case LoraTarget::K: W = &L.attn_k; break;
-        case LoraTarget::V: W = &L.attn_v; break;
-        case LoraTarget::O: W = &L.attn_output; break;
-        case LoraTarget::Gate: W = &L.ffn_gate; break;
-        case LoraTarget::Up: W = &L.ffn_up; break;
-        case LoraTarget::Down: W = &L.ffn_down; break;
-        default: break;
-      }
-      if (W) {
-        *W = W->to(DType::F32).clone();
-        add_delta(*W, A.f32(), B.f32(), A.size(0), A.size(1), B.size(0), 0);
-        continue;
-      }
-      // Experts: A (E, r, in), B (E, out, r); gate_up's out rows are [gate (I) | up (I)].
-      const int64_t E = A.size(0), r = A.size(1), in = A.size(2), out = B.size(1);
-      if (LoraTarget(t) == LoraTarget::ExpertsGateUp) {
-        L.ffn_gate_exps = L.ffn_gate_exps.to(DType::F32).clone();
-        L.ffn_up_exps = L.ffn_up_exps.to(DType::F32).clone();
-        const int64_t I = out / 2;
-        for (int64_t e = 0; e < E; ++e) {
-          Tensor g = L.ffn_gate_exps.slice_rows(e, e + 1).reshape({I, in});
-          Tensor u = L.ffn_up_exps.slice_rows(e, e + 1).reshape({I, in});
-          add_delta(g, A.f32() + e * r * in, B.f32() + e * out * r, r, in, I, 0);
-          add_delta(u, A.f32() + e * r * in, B.f32() + e * out * r + I * r, r, in, I, 0);
-        }
-      } else {
-        L.ffn_down_exps = L.ffn_down_exps.to(DType::F32).clone();
-        for (int64_t e = 0; e < E; ++e) {
-          Tensor d = L.ffn_down_exps.slice_rows(e, e + 1).reshape({out, in});
-          add_delta(d, A.f32() + e * r * in, B.f32() + e * out * r, r, in, out, 0);
-        }
-      }
-    }
-  }
-}
 
 // A GGUF imatrix (llama-imatrix's default format): <weight>.in_sum2 {cols, n_mat} / <weight>.counts {1, n_mat}
 // -> mean x² per column (slices with no tokens get 1, as llama-quantize does).
@@ -132,7 +73,7 @@ int cmd_export(int argc, char** argv) {
     const LoraAdapter ad = lora_load_peft(a.get("--adapter", ""), m);
     std::fprintf(stderr, "merging adapter %s (scale %.4g) in f32\n", a.get("--adapter", "").c_str(),
                  ad.config.scale());
-    merge_adapter_in_place(m, ad);
+    lora_merge_into(m, ad);
   }
   std::map<std::string, std::vector<float>> imatrix;
   if (a.has("--imatrix")) {

@@ -32,6 +32,9 @@ const Verb kVerbs[] = {
     {"generate", tune::cli::cmd_generate,
      "generate --model DIR [--adapter DIR] --prompt STR [--chat] [--max-tokens N] [--temperature T --top-k K "
      "--top-p P --min-p M --repetition-penalty R --seed S]: stream a continuation"},
+    {"kld", tune::cli::cmd_kld,
+     "kld --base DIR|FILE.gguf --model FILE.gguf --data TEXT [--ctx 512] [--json]: KL divergence against the base"},
+    {"perplexity", tune::cli::cmd_perplexity, "perplexity --model DIR|FILE.gguf --data TEXT [--ctx 512] [--json]"},
     {"merge", tune::cli::cmd_merge,
      "merge --model DIR --adapter DIR --out DIR [--dtype bf16|f16|f32]: fold a LoRA adapter into the model"},
     {"export", tune::cli::cmd_export,

@@ -89,8 +89,8 @@ Json KldStats::to_json() const {
           {"rms_dp", rms_dp}};
 }
 
-std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
-                                const LogitsFn& model) {
+namespace {
+int64_t chunk_count(std::span<const int32_t> ids, int64_t n_ctx) {
   if (n_ctx < 4) throw ConfigError("--ctx must be at least 4, got " + std::to_string(n_ctx));
   const int64_t chunks = int64_t(ids.size()) / n_ctx;
   if (chunks == 0) {
@@ -98,6 +98,32 @@ std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int
                           std::to_string(n_ctx),
                       "use a longer text or a smaller --ctx");
   }
+  return chunks;
+}
+}  // namespace
+
+PerplexityResult perplexity_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& model) {
+  const int64_t chunks = chunk_count(ids, n_ctx);
+  double nll = 0;
+  PerplexityResult r;
+  std::vector<double> lp;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const std::span<const int32_t> chunk = ids.subspan(size_t(c * n_ctx), size_t(n_ctx));
+    const std::vector<float> l = model(chunk);
+    TUNE_CHECK(int64_t(l.size()) == n_ctx * vocab) << "perplexity_run: logits shape";
+    for (int64_t j = n_ctx / 2; j < n_ctx - 1; ++j) {
+      log_softmax({l.data() + j * vocab, size_t(vocab)}, lp);
+      nll -= lp[size_t(chunk[size_t(j + 1)])];
+      ++r.tokens;
+    }
+  }
+  r.ppl = std::exp(nll / double(r.tokens));
+  return r;
+}
+
+std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
+                                const LogitsFn& model) {
+  const int64_t chunks = chunk_count(ids, n_ctx);
   std::vector<TokenScore> out;
   for (int64_t c = 0; c < chunks; ++c) {
     const std::span<const int32_t> chunk = ids.subspan(size_t(c * n_ctx), size_t(n_ctx));

@@ -44,4 +44,11 @@ using LogitsFn = std::function<std::vector<float>(std::span<const int32_t>)>;
 std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
                                 const LogitsFn& model);
 
+// Perplexity of one model with the same chunking and scoring: exp(mean NLL) over the scored tokens.
+struct PerplexityResult {
+  int64_t tokens = 0;
+  double ppl = 0;
+};
+PerplexityResult perplexity_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& model);
+
 }  // namespace tune

@@ -36,6 +36,69 @@ Tensor expert(const Tensor& t, int64_t e) { return t.slice_rows(e, e + 1).reshap
 
 }  // namespace
 
+namespace {
+
+// The layer weight a dense LoRA target adapts.
+Tensor* target_weight(LayerWeights& L, LoraTarget t) {
+  switch (t) {
+    case LoraTarget::Q: return &L.attn_q;
+    case LoraTarget::K: return &L.attn_k;
+    case LoraTarget::V: return &L.attn_v;
+    case LoraTarget::O: return &L.attn_output;
+    case LoraTarget::Gate: return &L.ffn_gate;
+    case LoraTarget::Up: return &L.ffn_up;
+    case LoraTarget::Down: return &L.ffn_down;
+    case LoraTarget::LinQkv: return &L.ssm_qkv;
+    case LoraTarget::LinZ: return &L.ssm_gate;
+    case LoraTarget::LinOut: return &L.ssm_out;
+    case LoraTarget::LinA: return &L.ssm_alpha;
+    case LoraTarget::LinB: return &L.ssm_beta;
+    case LoraTarget::SharedGate: return &L.ffn_gate_shexp;
+    case LoraTarget::SharedUp: return &L.ffn_up_shexp;
+    case LoraTarget::SharedDown: return &L.ffn_down_shexp;
+    case LoraTarget::ExpertsGateUp:
+    case LoraTarget::ExpertsDown: return nullptr;
+  }
+  return nullptr;
+}
+
+void add_delta(Tensor& w, const Tensor& delta) {
+  for (int64_t i = 0; i < w.numel(); ++i) w.f32()[i] += delta.f32()[i];
+}
+
+}  // namespace
+
+void lora_merge_into(Model& model, const LoraAdapter& adapter) {
+  const float s = float(adapter.config.scale());
+  for (size_t l = 0; l < adapter.layers.size(); ++l) {
+    LayerWeights& L = model.weights.layers[l];
+    for (int t = 0; t < kLoraTargets; ++t) {
+      const LoraWeights& lw = adapter.layers[l][size_t(t)];
+      if (!lw.defined()) continue;
+      if (Tensor* W = target_weight(L, LoraTarget(t))) {
+        *W = W->to(DType::F32);  // a copy: weights may map a read-only file
+        add_delta(*W, lora_delta(lw.A, lw.B, s));
+        continue;
+      }
+      // Experts: A (E, r, in), B (E, out, r); gate_up's rows are [gate (I) | up (I)].
+      const bool gate_up = LoraTarget(t) == LoraTarget::ExpertsGateUp;
+      Tensor& first = gate_up ? L.ffn_gate_exps : L.ffn_down_exps;
+      first = first.to(DType::F32);
+      if (gate_up) L.ffn_up_exps = L.ffn_up_exps.to(DType::F32);
+      for (int64_t e = 0; e < lw.A.size(0); ++e) {
+        const Tensor d = lora_delta(expert(lw.A, e), expert(lw.B, e), s);
+        const int64_t rows = first.size(1);
+        Tensor w0 = expert(first, e);
+        add_delta(w0, d.slice_rows(0, rows));
+        if (gate_up) {
+          Tensor w1 = expert(L.ffn_up_exps, e);
+          add_delta(w1, d.slice_rows(rows, 2 * rows));
+        }
+      }
+    }
+  }
+}
+
 void merge_lora_to_hf(const std::string& model_dir, const Model& model, const LoraAdapter& adapter,
                       const std::string& out_dir, DType dtype) {
   if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir))
@@ -52,7 +115,7 @@ void merge_lora_to_hf(const std::string& model_dir, const Model& model, const Lo
     for (int t = 0; t < kLoraTargets; ++t) {
       const LoraWeights& w = adapter.layers[l][size_t(t)];
       if (!w.defined()) continue;
-      if (t < int(LoraTarget::ExpertsGateUp)) {
+      if (!lora_target_is_expert(LoraTarget(t))) {
         const std::string name =
             lora_peft_module(model, int64_t(l), LoraTarget(t)).substr(std::string("base_model.model.").size());
         delta.emplace(name + ".weight", lora_delta(w.A, w.B, s));

@@ -14,4 +14,8 @@ namespace tune {
 void merge_lora_to_hf(const std::string& model_dir, const Model& model, const LoraAdapter& adapter,
                       const std::string& out_dir, DType dtype = DType::BF16);
 
+// W += s * B A in `model`'s own weights (converted to f32) for every adapted linear and expert, as a merged
+// checkpoint would hold them; for exporting a fine-tuned model straight from memory.
+void lora_merge_into(Model& model, const LoraAdapter& adapter);
+
 }  // namespace tune

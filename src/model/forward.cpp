@@ -104,15 +104,24 @@ struct LayerActs {
   Tensor qn, kn;         // after QK-norm, before RoPE
   Tensor qr, kr;         // after RoPE: what attention saw
   Tensor gate;           // gated attention: the output gate logits (T, nH*hd)
-  Tensor o;              // attention output (T, nH*hd), times sigmoid(gate) for gated attention
-  // Gated DeltaNet (forward only for now; the backward refuses these layers).
+  Tensor o_attn;         // gated attention: the attention output before the gate (T, nH*hd)
+  // o: the mixer output, the input of o_proj / out_proj: attention output (T, nH*hd), times sigmoid(gate) for
+  // gated attention; Gated DeltaNet: the gated RMSNorm's output (T, nV*dv).
+  Tensor o;
+  // Gated DeltaNet.
   Tensor qkv;            // in_proj_qkv(h1) (T, conv_dim), before the causal conv
+  Tensor conv;           // the causal conv's output before SiLU (T, conv_dim)
+  Tensor gq, gk, gv;     // what the recurrence saw: (T, nV, dk), (T, nV, dk), (T, nV, dv)
+  Tensor go;             // the recurrence's output (T, nV, dv), before the gated RMSNorm
+  Tensor a_pre;          // in_proj_a(h1) (T, nV)
   Tensor z, beta, logdecay;  // output gate (T, nV*dv), sigmoid(b) (T, nV), g = log-decay (T, nV)
   Tensor xm;             // x + o_proj(o)
   Tensor h2;             // post_attention_layernorm(xm)
   Tensor g, u, a;        // dense FFN: gate, up, silu(gate) * up
   Tensor route_logits;   // MoE router (T, E)
   Tensor experts, weights;  // MoE selection (T, k) i32 / f32
+  // Shared expert: gate, up, silu(gate)*up, its output, its gate logit (T, 1).
+  Tensor sh_g, sh_u, sh_a, sh_out, sh_gate;
   std::array<LinearActs, kLoraTargets> lin;
 };
 
@@ -229,6 +238,7 @@ void attention_mixer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerA
                 s.o);
   s.o = s.o.reshape({T, nH * hd});
   if (gated) {
+    s.o_attn = s.o.clone();
     float* o = s.o.f32();
     const float* gt = s.gate.f32();
     for (int64_t i = 0; i < s.o.numel(); ++i) o[i] = float(double(o[i]) * sigmoid(double(gt[i])));
@@ -245,24 +255,22 @@ void gdn_mixer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s
   const int64_t nK = c.linear_num_key_heads, nV = c.linear_num_value_heads, dk = c.linear_key_head_dim,
                 dv = c.linear_value_head_dim;
   const int64_t key_dim = nK * dk, value_dim = nV * dv, conv_dim = 2 * key_dim + value_dim, r = nV / nK;
-  if (cx.lora) {
-    for (LoraTarget t : {LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O})
-      if (cx.lora->layers[size_t(l)][size_t(t)].defined())
-        throw UnsupportedError("layer " + std::to_string(l) + " is a Gated DeltaNet layer; LoRA on its projections "
-                               "is not supported yet");
-  }
-  // Projections.
+  auto lin = [&](LoraTarget t) { return &s.lin[size_t(t)]; };
+  // Projections (each may carry LoRA).
   s.qkv = f32({T, conv_dim});
   s.z = f32({T, value_dim});
   Tensor b = f32({T, nV}), a = f32({T, nV});
-  linear_fwd(s.h1, w.ssm_qkv, nullptr, s.qkv);
-  linear_fwd(s.h1, w.ssm_gate, nullptr, s.z);
-  linear_fwd(s.h1, w.ssm_beta, nullptr, b);
-  linear_fwd(s.h1, w.ssm_alpha, nullptr, a);
+  lora_linear_fwd(s.h1, w.ssm_qkv, Tensor(), cx.lora_ctx(l, LoraTarget::LinQkv), s.qkv,
+                  lin(LoraTarget::LinQkv));
+  lora_linear_fwd(s.h1, w.ssm_gate, Tensor(), cx.lora_ctx(l, LoraTarget::LinZ), s.z, lin(LoraTarget::LinZ));
+  lora_linear_fwd(s.h1, w.ssm_beta, Tensor(), cx.lora_ctx(l, LoraTarget::LinB), b, lin(LoraTarget::LinB));
+  lora_linear_fwd(s.h1, w.ssm_alpha, Tensor(), cx.lora_ctx(l, LoraTarget::LinA), a, lin(LoraTarget::LinA));
+  s.a_pre = a;
   // Causal depthwise conv over time, then SiLU.
+  s.conv = f32({T, conv_dim});
+  conv1d_causal_fwd(s.qkv, w.ssm_conv1d, opt(cx.doc_start), s.conv);
   Tensor conv = f32({T, conv_dim});
-  conv1d_causal_fwd(s.qkv, w.ssm_conv1d, opt(cx.doc_start), conv);
-  for (int64_t i = 0; i < conv.numel(); ++i) conv.f32()[i] = float(silu(double(conv.f32()[i])));
+  for (int64_t i = 0; i < conv.numel(); ++i) conv.f32()[i] = float(silu(double(s.conv.f32()[i])));
   // beta = sigmoid(b); g = -exp(A_log) * softplus(a + dt_bias).
   s.beta = f32({T, nV});
   s.logdecay = f32({T, nV});
@@ -293,6 +301,10 @@ void gdn_mixer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s
   }
   Tensor o = f32({T, nV, dv});
   gated_delta_rule_fwd(q, k, v, s.logdecay, s.beta, opt(cx.doc_start), o);
+  s.gq = q;
+  s.gk = k;
+  s.gv = v;
+  s.go = o;
   // Gated RMSNorm per value head: ssm_norm (plain weight) * rmsnorm(o) * silu(z), eps = rms_norm_eps.
   s.o = f32({T, value_dim});
   for (int64_t i = 0; i < T * nV; ++i) {
@@ -306,7 +318,102 @@ void gdn_mixer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s
       yi[j] = float(double(w.ssm_norm.f32()[j]) * double(oi[j]) * inv * silu(double(zi[j])));
   }
   s.xm = f32({T, H});
-  linear_fwd(s.o, w.ssm_out, nullptr, s.xm);
+  lora_linear_fwd(s.o, w.ssm_out, Tensor(), cx.lora_ctx(l, LoraTarget::LinOut), s.xm,
+                  lin(LoraTarget::LinOut));
+}
+
+double dsilu(double x) {
+  const double sg = sigmoid(x);
+  return sg * (1.0 + x * (1.0 - sg));
+}
+
+// Gated DeltaNet backward: dxm (T, H) = gradient of out_proj's output -> dh1 (T, H) (overwritten); LoRA
+// gradients added. Frozen: conv1d, A_log, dt_bias, the gated norm's weight.
+void gdn_mixer_bwd(const Ctx& cx, const LayerWeights& w, int64_t l, const LayerActs& s, const Tensor& dxm,
+                   const Tensor& dh1) {
+  const ModelConfig& c = cx.c;
+  const int64_t T = s.x.size(0);
+  const int64_t nK = c.linear_num_key_heads, nV = c.linear_num_value_heads, dk = c.linear_key_head_dim,
+                dv = c.linear_value_head_dim;
+  const int64_t key_dim = nK * dk, value_dim = nV * dv, conv_dim = 2 * key_dim + value_dim, r = nV / nK;
+  auto lin = [&](LoraTarget t) -> const LinearActs& { return s.lin[size_t(t)]; };
+  // out_proj.
+  Tensor dy = f32({T, value_dim});
+  lora_linear_bwd(s.o, w.ssm_out, cx.lora_ctx(l, LoraTarget::LinOut), lin(LoraTarget::LinOut), dxm, dy,
+                  false);
+  // Gated RMSNorm: y = w * o * inv * silu(z).
+  Tensor dz = f32({T, value_dim}), dgo = f32({T, nV, dv});
+  const float* nw = w.ssm_norm.f32();
+  for (int64_t i = 0; i < T * nV; ++i) {
+    const float* oi = s.go.f32() + i * dv;
+    const float* zi = s.z.f32() + i * dv;
+    const float* dyi = dy.f32() + i * dv;
+    double ss = 0;
+    for (int64_t j = 0; j < dv; ++j) ss += double(oi[j]) * oi[j];
+    const double inv = 1.0 / std::sqrt(ss / double(dv) + c.rms_norm_eps);
+    double dot = 0;  // sum_j dn_j o_j
+    std::vector<double> dn(static_cast<size_t>(dv));
+    for (int64_t j = 0; j < dv; ++j) {
+      const double z = zi[j];
+      dz.f32()[i * dv + j] = float(double(dyi[j]) * nw[j] * double(oi[j]) * inv * dsilu(z));
+      dn[size_t(j)] = double(dyi[j]) * nw[j] * silu(z);
+      dot += dn[size_t(j)] * oi[j];
+    }
+    for (int64_t j = 0; j < dv; ++j)
+      dgo.f32()[i * dv + j] = float(inv * dn[size_t(j)] - double(oi[j]) * inv * inv * inv / double(dv) * dot);
+  }
+  // The recurrence.
+  Tensor dq = f32({T, nV, dk}), dk_ = f32({T, nV, dk}), dvv = f32({T, nV, dv}), dg = f32({T, nV}),
+         dbeta = f32({T, nV});
+  gated_delta_rule_bwd(s.gq, s.gk, s.gv, s.logdecay, s.beta, opt(cx.doc_start), dgo, dq, dk_, dvv, dg, dbeta);
+  // beta = sigmoid(b); g = -exp(A_log) softplus(a + dt_bias).
+  Tensor db = f32({T, nV}), da = f32({T, nV});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < nV; ++h) {
+      const int64_t i = t * nV + h;
+      const double be = s.beta.f32()[i];
+      db.f32()[i] = float(double(dbeta.f32()[i]) * be * (1.0 - be));
+      const double A = std::exp(double(w.ssm_a_log.f32()[h]));
+      const double x = double(s.a_pre.f32()[i]) + double(w.ssm_dt_bias.f32()[h]);
+      da.f32()[i] = float(double(dg.f32()[i]) * -A * (x > 20.0 ? 1.0 : sigmoid(x)));
+    }
+  // Back through L2 norm (+ q scale) and the repeat to value heads, into the SiLU'd conv output, then SiLU
+  // and conv.
+  Tensor dconv = Tensor::zeros(DType::F32, {T, conv_dim});
+  const double qscale = 1.0 / std::sqrt(double(dk));
+  for (int64_t t = 0; t < T; ++t) {
+    float* drow = dconv.f32() + t * conv_dim;
+    const float* pre = s.conv.f32() + t * conv_dim;
+    for (int64_t h = 0; h < nV; ++h) {
+      const int64_t kh = h / r;
+      for (int which = 0; which < 2; ++which) {
+        const float* pk = pre + which * key_dim + kh * dk;
+        std::vector<double> src(static_cast<size_t>(dk));
+        double ss = 0;
+        for (int64_t i = 0; i < dk; ++i) {
+          src[size_t(i)] = silu(double(pk[i]));
+          ss += src[size_t(i)] * src[size_t(i)];
+        }
+        const double inv = 1.0 / std::sqrt(ss + 1e-6), sc = which == 0 ? qscale : 1.0;
+        const float* dyv = (which == 0 ? dq : dk_).f32() + (t * nV + h) * dk;
+        double dot = 0;
+        for (int64_t i = 0; i < dk; ++i) dot += double(dyv[i]) * src[size_t(i)];
+        float* dst = drow + which * key_dim + kh * dk;
+        for (int64_t i = 0; i < dk; ++i)
+          dst[i] += float(sc * (inv * double(dyv[i]) - src[size_t(i)] * inv * inv * inv * dot));
+      }
+      std::memcpy(drow + 2 * key_dim + h * dv, dvv.f32() + (t * nV + h) * dv, size_t(dv) * 4);
+    }
+    for (int64_t i = 0; i < conv_dim; ++i) drow[i] = float(double(drow[i]) * dsilu(double(pre[i])));
+  }
+  Tensor dqkv = f32({T, conv_dim});
+  conv1d_causal_bwd(s.qkv, w.ssm_conv1d, opt(cx.doc_start), dconv, dqkv, nullptr);
+  // The four input projections.
+  lora_linear_bwd(s.h1, w.ssm_qkv, cx.lora_ctx(l, LoraTarget::LinQkv), lin(LoraTarget::LinQkv), dqkv, dh1,
+                  false);
+  lora_linear_bwd(s.h1, w.ssm_gate, cx.lora_ctx(l, LoraTarget::LinZ), lin(LoraTarget::LinZ), dz, dh1, true);
+  lora_linear_bwd(s.h1, w.ssm_beta, cx.lora_ctx(l, LoraTarget::LinB), lin(LoraTarget::LinB), db, dh1, true);
+  lora_linear_bwd(s.h1, w.ssm_alpha, cx.lora_ctx(l, LoraTarget::LinA), lin(LoraTarget::LinA), da, dh1, true);
 }
 
 void layer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s) {
@@ -384,9 +491,13 @@ void moe_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, const Tensor& x, L
   }
   if (w.ffn_gate_shexp.defined()) {
     Tensor shared = f32({T, H}), gate = f32({T, 1});
-    swiglu_ffn_fwd(x, w.ffn_gate_shexp, w.ffn_up_shexp, w.ffn_down_shexp, none, none, none, shared, nullptr, nullptr,
-                   nullptr, nullptr);
+    swiglu_ffn_fwd(x, w.ffn_gate_shexp, w.ffn_up_shexp, w.ffn_down_shexp,
+                   cx.lora_ctx(l, LoraTarget::SharedGate), cx.lora_ctx(l, LoraTarget::SharedUp),
+                   cx.lora_ctx(l, LoraTarget::SharedDown), shared, &s.sh_g, &s.sh_u, &s.sh_a,
+                   &s.lin[size_t(LoraTarget::SharedGate)]);
     linear_fwd(x, w.ffn_gate_inp_shexp, nullptr, gate);
+    s.sh_out = shared;
+    s.sh_gate = gate;
     for (int64_t t = 0; t < T; ++t) {
       const float sg = 1.0f / (1.0f + std::exp(-gate.f32()[t]));
       for (int64_t j = 0; j < H; ++j) out.f32()[t * H + j] += sg * shared.f32()[t * H + j];
@@ -400,7 +511,22 @@ void moe_bwd(const Ctx& cx, const LayerWeights& w, int64_t l, const Tensor& x, c
   const ModelConfig& c = cx.c;
   const int64_t T = x.size(0), H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
   if (w.ffn_gate_shexp.defined()) {
-    throw UnsupportedError("the backward of the shared MoE expert (Qwen3.5-MoE) is not implemented yet");
+    // out += sigmoid(x . w_g) * shared(x)
+    Tensor dsh = f32({T, H}), dgl = f32({T, 1});
+    for (int64_t t = 0; t < T; ++t) {
+      const double sg = sigmoid(double(s.sh_gate.f32()[t]));
+      double dot = 0;
+      for (int64_t j = 0; j < H; ++j) {
+        dsh.f32()[t * H + j] = float(sg * dout.f32()[t * H + j]);
+        dot += double(dout.f32()[t * H + j]) * s.sh_out.f32()[t * H + j];
+      }
+      dgl.f32()[t] = float(dot * sg * (1.0 - sg));
+    }
+    swiglu_ffn_bwd(x, w.ffn_gate_shexp, w.ffn_up_shexp, w.ffn_down_shexp,
+                   cx.lora_ctx(l, LoraTarget::SharedGate), cx.lora_ctx(l, LoraTarget::SharedUp),
+                   cx.lora_ctx(l, LoraTarget::SharedDown), s.sh_g, s.sh_u, s.sh_a,
+                   &s.lin[size_t(LoraTarget::SharedGate)], dsh, dx);
+    linear_bwd(x, w.ffn_gate_inp_shexp, dgl, &dx.view(), true, nullptr, nullptr);
   }
   Tensor dweights = f32({T, k});
   const LoraCtx none;
@@ -456,12 +582,7 @@ Tensor layer_forward(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs&
 // dy (T, H) = gradient of the layer output -> gradient of the layer input (T, H).
 Tensor layer_backward(const Ctx& cx, const LayerWeights& w, int64_t l, const LayerActs& s, const Tensor& dy) {
   const ModelConfig& c = cx.c;
-  if (c.layers[size_t(l)].mixer != MixerKind::Attention) {
-    throw UnsupportedError("layer " + std::to_string(l) + " is " + mixer_kind_name(c.layers[size_t(l)].mixer) +
-                               ", whose backward pass is not implemented yet (Qwen3.5 runs forward only)",
-                           "Qwen3.5 models can be evaluated (logits, loss) but not trained yet; qwen2, qwen3 and "
-                           "qwen3_moe train");
-  }
+  const MixerKind kind = c.layers[size_t(l)].mixer;
   const int64_t T = s.x.size(0), H = c.hidden_size, nH = c.num_heads, nKV = c.num_kv_heads, hd = c.head_dim;
   const float eps = float(c.rms_norm_eps);
   // FFN branch: xm receives dy directly (residual) and through norm2.
@@ -477,9 +598,27 @@ Tensor layer_backward(const Ctx& cx, const LayerWeights& w, int64_t l, const Lay
   rmsnorm_bwd(s.xm, w.ffn_norm, dh2, eps, c.norm_zero_centered, dxm, nullptr);
   add_inplace(dxm, dy);
 
+  Tensor dh1 = f32({T, H});
+  if (kind == MixerKind::GatedDeltaNet) {
+    gdn_mixer_bwd(cx, w, l, s, dxm, dh1);
+    Tensor dx = f32({T, H});
+    rmsnorm_bwd(s.x, w.attn_norm, dh1, eps, c.norm_zero_centered, dx, nullptr);
+    add_inplace(dx, dxm);
+    return dx;
+  }
   // Attention branch.
+  const bool gated = kind == MixerKind::GatedAttention;
   Tensor d_o = f32({T, nH * hd});
   lora_linear_bwd(s.o, w.attn_output, cx.lora_ctx(l, LoraTarget::O), s.lin[3], dxm, d_o, false);
+  Tensor dgate;
+  if (gated) {  // o = o_attn * sigmoid(gate)
+    dgate = f32({T, nH * hd});
+    for (int64_t i = 0; i < d_o.numel(); ++i) {
+      const double sg = sigmoid(double(s.gate.f32()[i])), g = d_o.f32()[i];
+      dgate.f32()[i] = float(g * double(s.o_attn.f32()[i]) * sg * (1.0 - sg));
+      d_o.f32()[i] = float(g * sg);
+    }
+  }
   Tensor dq = f32({T, nH, hd}), dk = f32({T, nKV, hd}), dv = f32({T, nKV, hd});
   attention_bwd(s.qr, s.kr, s.v.reshape({T, nKV, hd}), opt(cx.doc_start), float(1.0 / std::sqrt(double(hd))),
                 d_o.reshape({T, nH, hd}), dq, dk, dv);
@@ -491,7 +630,16 @@ Tensor layer_backward(const Ctx& cx, const LayerWeights& w, int64_t l, const Lay
     rmsnorm_bwd(s.q, w.attn_q_norm, dq, eps, c.norm_zero_centered, dq, nullptr);
     rmsnorm_bwd(s.k, w.attn_k_norm, dk, eps, c.norm_zero_centered, dk, nullptr);
   }
-  Tensor dh1 = f32({T, H});
+  if (gated) {  // q_proj rows interleave [query_h | gate_h] per head
+    Tensor dqg = f32({T, c.q_dim(kind)});
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < nH; ++h) {
+        float* dst = dqg.f32() + (t * nH + h) * 2 * hd;
+        std::memcpy(dst, dq.f32() + (t * nH + h) * hd, size_t(hd) * 4);
+        std::memcpy(dst + hd, dgate.f32() + (t * nH + h) * hd, size_t(hd) * 4);
+      }
+    dq = dqg;
+  }
   lora_linear_bwd(s.h1, w.attn_q, cx.lora_ctx(l, LoraTarget::Q), s.lin[0], dq, dh1, false);
   lora_linear_bwd(s.h1, w.attn_k, cx.lora_ctx(l, LoraTarget::K), s.lin[1], dk, dh1, true);
   lora_linear_bwd(s.h1, w.attn_v, cx.lora_ctx(l, LoraTarget::V), s.lin[2], dv.reshape({T, nKV * hd}), dh1, true);

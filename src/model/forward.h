@@ -1,8 +1,8 @@
 // Forward and backward passes of a whole model (fp32 reference on the CPU), optionally with a LoRA adapter:
 // embedding -> [norm -> attention -> residual -> norm -> SwiGLU or MoE -> residual] x L -> norm -> head.
-// Qwen2/2.5, Qwen3 and Qwen3-MoE blocks train; Qwen3.5 (gated attention, Gated DeltaNet, shared-expert MoE) runs
-// forward only (logits and loss; its backward throws UnsupportedError). One straight sequence of op calls per block
-// kind; every intermediate is a named tensor kept for the backward.
+// Every block kind trains: Qwen2/2.5, Qwen3, Qwen3-MoE and Qwen3.5 (gated attention, Gated DeltaNet, shared-expert
+// MoE; LoRA on in_proj_qkv/z/a/b, out_proj and the shared expert too). One straight sequence of op calls per block
+// kind; every intermediate is a named tensor kept for the backward (frozen: conv1d, A_log, dt_bias, norms).
 #pragma once
 
 #include <cstdint>

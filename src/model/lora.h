@@ -15,15 +15,24 @@
 
 namespace tune {
 
-enum class LoraTarget : int { Q, K, V, O, Gate, Up, Down, ExpertsGateUp, ExpertsDown };
-constexpr int kLoraTargets = 9;
+// Qwen3.5 adds the Gated DeltaNet projections (linear_attn in_proj_qkv, in_proj_z, out_proj, in_proj_a,
+// in_proj_b) and the MoE shared expert's gate/up/down_proj (mlp.shared_expert.*), appended after the experts.
+enum class LoraTarget : int {
+  Q, K, V, O, Gate, Up, Down, ExpertsGateUp, ExpertsDown,
+  LinQkv, LinZ, LinOut, LinA, LinB, SharedGate, SharedUp, SharedDown
+};
+constexpr int kLoraTargets = 17;
+inline bool lora_target_is_expert(LoraTarget t) {
+  return t == LoraTarget::ExpertsGateUp || t == LoraTarget::ExpertsDown;
+}
 
-// Short names as on the command line ("q", "gate", "experts") and Hugging Face module or parameter names
-// ("q_proj", "gate_proj", "gate_up_proj").
+// Short names as on the command line ("q", "gate", "experts", "qkv", "shared_gate") and Hugging Face module or
+// parameter names ("q_proj", "gate_proj", "gate_up_proj", "in_proj_qkv"; the shared expert's are gate/up/down_proj).
 const char* lora_target_short(LoraTarget t);
 const char* lora_target_module(LoraTarget t);
-// Parses "q,k,v,o,gate,up,down,experts" (module names like "q_proj" are accepted too; "experts" selects both
-// expert targets, "all" the seven dense projections and the experts).
+// Parses "q,k,v,o,gate,up,down,experts,qkv,z,out,a,b,shared" (module names like "q_proj" are accepted too and select
+// every target of that module name, so "gate_proj" also selects the shared expert's, as PEFT's suffix match does;
+// "experts" selects both expert targets, "shared" the three shared-expert ones, "all" every target).
 std::array<bool, kLoraTargets> lora_targets_parse(const std::string& list);
 
 struct LoraConfig {
@@ -31,7 +40,8 @@ struct LoraConfig {
   double alpha = 32;
   double dropout = 0;
   bool rslora = false;
-  std::array<bool, kLoraTargets> targets{true, true, true, true, true, true, true, false, false};
+  // Default: the seven attention/FFN projections (add qkv,z,out for Qwen3.5's Gated DeltaNet layers).
+  std::array<bool, kLoraTargets> targets{true, true, true, true, true, true, true};
   double scale() const;
 };
 

@@ -1,6 +1,7 @@
 // PEFT adapter files: the name mapping and the config fields PEFT reads.
 #include "model/lora_peft.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <regex>
@@ -18,12 +19,19 @@ std::string lora_peft_module(const Model& model, int64_t layer, LoraTarget t, bo
   const std::string base = "base_model.model." + prefix + "layers." + std::to_string(layer);
   if (t == LoraTarget::ExpertsGateUp) return base + (both_expert_targets ? ".mlp.experts.base_layer" : ".mlp.experts");
   if (t == LoraTarget::ExpertsDown) return base + ".mlp.experts";
-  return base + (attn ? ".self_attn." : ".mlp.") + lora_target_module(t);
+  const int ti = int(t);
+  const char* parent = attn                                ? ".self_attn."
+                       : ti >= int(LoraTarget::SharedGate) ? ".mlp.shared_expert."
+                       : ti >= int(LoraTarget::LinQkv)     ? ".linear_attn."
+                                                           : ".mlp.";
+  return base + parent + lora_target_module(t);
 }
 
 namespace {
 
-bool is_expert(int t) { return t >= int(LoraTarget::ExpertsGateUp); }
+bool is_expert(int t) {
+  return lora_target_is_expert(LoraTarget(t));
+}
 
 bool both_experts(const LoraConfig& c) {
   return c.targets[size_t(LoraTarget::ExpertsGateUp)] && c.targets[size_t(LoraTarget::ExpertsDown)];
@@ -83,16 +91,21 @@ void lora_save_peft(const LoraAdapter& adapter, const Model& model, const std::s
   Json params = Json::array();
   for (int t = 0; t < kLoraTargets; ++t) {
     if (!adapter.config.targets[size_t(t)]) continue;
+    bool present = false;  // the model has this linear somewhere (no "in_proj_qkv" for a Qwen3 model)
+    for (const auto& layer : adapter.layers) present |= layer[size_t(t)].defined();
+    if (!present) continue;
     if (is_expert(t)) {
       params.push_back(std::string("mlp.experts.") + lora_target_module(LoraTarget(t)));
-    } else {
+    } else if (std::find(targets.begin(), targets.end(), Json(lora_target_module(LoraTarget(t)))) ==
+               targets.end()) {
       targets.push_back(lora_target_module(LoraTarget(t)));
     }
   }
   bool holes = model.config.has_moe();
   std::string regex;
   for (size_t l = 0; l < adapter.layers.size(); ++l) {
-    for (int t = 0; t < int(LoraTarget::ExpertsGateUp); ++t) {
+    for (int t = 0; t < kLoraTargets; ++t) {
+      if (is_expert(t)) continue;
       const LoraWeights& w = adapter.layers[l][size_t(t)];
       if (!w.defined()) {
         holes |= adapter.config.targets[size_t(t)] &&
@@ -183,15 +196,17 @@ LoraAdapter lora_load_peft(const std::string& dir, const Model& model) {
     } catch (const std::regex_error& e) {
       throw ConfigError(cfg_path + ": target_modules is not a valid regex: " + e.what());
     }
-    for (int t = 0; t < int(LoraTarget::ExpertsGateUp); ++t) c.targets[size_t(t)] = true;
+    for (int t = 0; t < kLoraTargets; ++t) c.targets[size_t(t)] = !is_expert(t);
   } else {
     std::string list;
     for (const Json& m : tm) list += (list.empty() ? "" : ",") + m.get<std::string>();
     try {
       c.targets = lora_targets_parse(list);
     } catch (const ConfigError&) {
-      throw UnsupportedError(cfg_path + ": target_modules " + tm.dump() + " include modules tune cannot train",
-                             "tune targets q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+      throw UnsupportedError(
+          cfg_path + ": target_modules " + tm.dump() + " include modules tune cannot train",
+          "tune targets q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
+          "in_proj_qkv, in_proj_z, out_proj, in_proj_a, in_proj_b");
     }
   }
 
@@ -200,14 +215,16 @@ LoraAdapter lora_load_peft(const std::string& dir, const Model& model) {
   if (is_regex) {
     std::array<bool, kLoraTargets> seen{};
     for (size_t l = 0; l < a.layers.size(); ++l)
-      for (int t = 0; t < int(LoraTarget::ExpertsGateUp); ++t) {
+      for (int t = 0; t < kLoraTargets; ++t) {
+        if (is_expert(t)) continue;
         LoraWeights& w = a.layers[l][size_t(t)];
         const std::string name =
             lora_peft_module(model, int64_t(l), LoraTarget(t)).substr(std::string("base_model.model.").size());
         if (w.defined() && !std::regex_match(name, pattern)) w = LoraWeights();
         seen[size_t(t)] |= w.defined();
       }
-    for (int t = 0; t < int(LoraTarget::ExpertsGateUp); ++t) a.config.targets[size_t(t)] = seen[size_t(t)];
+    for (int t = 0; t < kLoraTargets; ++t)
+      if (!is_expert(t)) a.config.targets[size_t(t)] = seen[size_t(t)];
   }
   const SafetensorsFile f(st_path);
   size_t used = 0;

@@ -5,6 +5,7 @@
 // Packed rows: `doc_start[t]` is the first position of t's document (as in attention), so the window never crosses
 // a document boundary; a null doc_start means one document. No bias and no activation: the caller applies SiLU.
 // fwd: x (T, C), w (C, K), doc_start (T) i32 or null -> y (T, C); y must not alias x
+// bwd: dy (T, C) -> dx (T, C) overwritten (must not alias dy), dw (C, K) += (optional; the model freezes it)
 #pragma once
 
 #include "core/tensor.h"
@@ -12,10 +13,15 @@
 namespace tune {
 
 void conv1d_causal_fwd(const TensorView& x, const TensorView& w, const TensorView* doc_start, const TensorView& y);
+void conv1d_causal_bwd(const TensorView& x, const TensorView& w, const TensorView* doc_start, const TensorView& dy,
+                       const TensorView& dx, const TensorView* dw);
 
 namespace cpu {
 template <class R>
 void conv1d_causal_fwd(const R* x, const R* w, const int32_t* doc_start, R* y, int64_t T, int64_t C, int64_t K);
+template <class R>
+void conv1d_causal_bwd(const R* x, const R* w, const int32_t* doc_start, const R* dy, R* dx, R* dw, int64_t T,
+                       int64_t C, int64_t K);
 }  // namespace cpu
 
 }  // namespace tune

@@ -82,6 +82,27 @@ TEST(Merge, FusedExpertCheckpoint) {
   EXPECT_LE(rel_l2(model_logits(merged, ids), model_logits(m, ids, &a)), 1e-5);
 }
 
+TEST(Merge, Qwen35LinearAttentionAndSharedExpert) {
+  // LoRA on every Qwen3.5 target (gated attention, linear_attn in_proj_qkv/z/a/b and out_proj, the shared
+  // expert, the fused experts) of the composite checkpoints (keys under model.language_model.), through the
+  // PEFT files.
+  for (const char* name : {"qwen3_5_dense_nv4nk2_T75_untied", "qwen3_5moe_e4_top2_nv2nk1_T67"}) {
+    const std::string base = std::string(TUNE_TEST_DATA_DIR) + "/golden/" + name;
+    const Model m = model_load(base);
+    const LoraAdapter a = random_adapter(m, false);
+    test::TempDir dir;
+    lora_save_peft(a, m, dir / "adapter", "base");
+    const LoraAdapter loaded = lora_load_peft(dir / "adapter", m);
+    EXPECT_EQ(loaded.num_parameters(), a.num_parameters()) << name;
+    merge_lora_to_hf(base, m, loaded, dir / "merged", DType::F32);
+    const Model merged = model_load(dir / "merged");
+    const std::vector<int32_t> ids = {1, 7, 30, 2, 19, 4, 11, 3};
+    const Tensor want = model_logits(m, ids, &a);
+    EXPECT_LE(rel_l2(model_logits(merged, ids), want), 1e-5) << name;
+    EXPECT_GT(rel_l2(model_logits(m, ids), want), 1e-3) << name << ": the adapter should change the logits";
+  }
+}
+
 TEST(Merge, BadAdapters) {
   test::TempDir dir;
   const Model m = saved_model(dir / "base", "qwen3");

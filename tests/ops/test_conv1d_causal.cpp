@@ -78,3 +78,46 @@ TEST(Conv1dCausal, DoubleInstantiation) {
 }
 
 }  // namespace tune
+
+#include "grad_check.h"
+
+namespace tune {
+
+TEST(Conv1dCausal, GradCheck) {
+  const int64_t T = 9, C = 3, K = 4;
+  for (bool docs : {false, true}) {
+    const std::vector<int32_t> ds = {0, 0, 0, 3, 3, 3, 3, 3, 8};
+    auto x = test::randv(T * C, 41), w = test::randv(C * K, 42, 0.5), g = test::randv(T * C, 43);
+    const int32_t* d = docs ? ds.data() : nullptr;
+    auto loss = [&] {
+      std::vector<double> y(T * C);
+      cpu::conv1d_causal_fwd(x.data(), w.data(), d, y.data(), T, C, K);
+      return test::weighted_sum(y, g);
+    };
+    std::vector<double> dx(T * C), dw(C * K, 0.0);
+    cpu::conv1d_causal_bwd(x.data(), w.data(), d, g.data(), dx.data(), dw.data(), T, C, K);
+    test::expect_grad("dx", x, dx, loss);
+    test::expect_grad("dw", w, dw, loss);
+    // dw accumulates; dx is optional-free of dw.
+    std::vector<double> dx2(T * C), dw2(C * K, 1.0);
+    cpu::conv1d_causal_bwd(x.data(), w.data(), d, g.data(), dx2.data(), dw2.data(), T, C, K);
+    for (int64_t i = 0; i < C * K; ++i) EXPECT_NEAR(dw2[size_t(i)], dw[size_t(i)] + 1.0, 1e-12);
+    cpu::conv1d_causal_bwd<double>(x.data(), w.data(), d, g.data(), dx2.data(), nullptr, T, C, K);
+    for (int64_t i = 0; i < T * C; ++i) EXPECT_EQ(dx2[size_t(i)], dx[size_t(i)]);
+  }
+}
+
+TEST(Conv1dCausal, BwdF32MatchesDouble) {
+  const int64_t T = 7, C = 4, K = 3;
+  Tensor x = test::randn({T, C}, 51), w = test::randn({C, K}, 52), dy = test::randn({T, C}, 53);
+  Tensor dx = Tensor::empty(DType::F32, {T, C}), dw = Tensor::zeros(DType::F32, {C, K});
+  conv1d_causal_bwd(x, w, nullptr, dy, dx, &dw.view());
+  std::vector<double> xd(x.f32(), x.f32() + T * C), wd(w.f32(), w.f32() + C * K),
+      gd(dy.f32(), dy.f32() + T * C);
+  std::vector<double> dxd(T * C), dwd(C * K, 0.0);
+  cpu::conv1d_causal_bwd(xd.data(), wd.data(), nullptr, gd.data(), dxd.data(), dwd.data(), T, C, K);
+  test::expect_close(dx.f32(), dxd, 1e-6, 1e-6);
+  test::expect_close(dw.f32(), dwd, 1e-6, 1e-6);
+}
+
+}  // namespace tune

@@ -144,3 +144,56 @@ TEST(GatedDeltaRule, DocStartResetsTheState) {
 }
 
 }  // namespace tune
+
+#include "grad_check.h"
+
+namespace tune {
+
+// Every input of the recurrence against central differences of sum(G * o), in double, with and without
+// document starts (the state and its gradient stop at a boundary).
+TEST(GatedDeltaRule, GradCheck) {
+  const int64_t T = 7, nV = 2, dk = 3, dv = 4;
+  const std::vector<int32_t> ds = {0, 0, 0, 3, 3, 3, 6};
+  for (bool docs : {false, true}) {
+    const int32_t* d = docs ? ds.data() : nullptr;
+    auto q = test::randv(T * nV * dk, 61, 0.5), k = test::randv(T * nV * dk, 62, 0.5);
+    auto v = test::randv(T * nV * dv, 63), g = test::randv(T * nV, 64, 0.3, -0.5),
+         b = test::randv(T * nV, 65, 0.2, 0.5);
+    auto G = test::randv(T * nV * dv, 66);
+    auto loss = [&] {
+      std::vector<double> o(T * nV * dv);
+      cpu::gated_delta_rule_fwd(q.data(), k.data(), v.data(), g.data(), b.data(), d, o.data(), T, nV, dk, dv);
+      return test::weighted_sum(o, G);
+    };
+    std::vector<double> dq(q.size()), dkk(k.size()), dvv(v.size()), dg(g.size()), db(b.size());
+    cpu::gated_delta_rule_bwd(q.data(), k.data(), v.data(), g.data(), b.data(), d, G.data(), dq.data(),
+                              dkk.data(), dvv.data(), dg.data(), db.data(), T, nV, dk, dv);
+    test::expect_grad("dq", q, dq, loss);
+    test::expect_grad("dk", k, dkk, loss);
+    test::expect_grad("dv", v, dvv, loss);
+    test::expect_grad("dg", g, dg, loss);
+    test::expect_grad("dbeta", b, db, loss);
+  }
+}
+
+TEST(GatedDeltaRule, BwdF32MatchesDouble) {
+  const int64_t T = 9, nV = 2, dk = 4, dv = 3;
+  const Inputs in = make_inputs(T, nV, dk, dv, 71);
+  Tensor dout = test::randn({T, nV, dv}, 72);
+  Tensor dq = Tensor::empty(DType::F32, {T, nV, dk}), dk_ = Tensor::empty(DType::F32, {T, nV, dk}),
+         dv_ = Tensor::empty(DType::F32, {T, nV, dv}), dg = Tensor::empty(DType::F32, {T, nV}),
+         db = Tensor::empty(DType::F32, {T, nV});
+  gated_delta_rule_bwd(in.q, in.k, in.v, in.g, in.beta, nullptr, dout, dq, dk_, dv_, dg, db);
+  auto dbl = [](const Tensor& t) { return std::vector<double>(t.f32(), t.f32() + t.numel()); };
+  auto q = dbl(in.q), k = dbl(in.k), v = dbl(in.v), g = dbl(in.g), b = dbl(in.beta), G = dbl(dout);
+  std::vector<double> rq(q.size()), rk(k.size()), rv(v.size()), rg(g.size()), rb(b.size());
+  cpu::gated_delta_rule_bwd(q.data(), k.data(), v.data(), g.data(), b.data(), nullptr, G.data(), rq.data(),
+                            rk.data(), rv.data(), rg.data(), rb.data(), T, nV, dk, dv);
+  test::expect_close(dq.f32(), rq, 1e-5, 1e-5);
+  test::expect_close(dk_.f32(), rk, 1e-5, 1e-5);
+  test::expect_close(dv_.f32(), rv, 1e-5, 1e-5);
+  test::expect_close(dg.f32(), rg, 1e-5, 1e-5);
+  test::expect_close(db.f32(), rb, 1e-5, 1e-5);
+}
+
+}  // namespace tune

@@ -72,8 +72,13 @@ double expect_tensors(const Case& c, const LoraAdapter& a, const std::string& fi
   return worst;
 }
 
-const char* kCases[] = {"qwen3_all7", "qwen2_all7_rslora", "qwen3_tied_qv", "qwen3moe_attn_dense",
-                        "qwen3moe_experts"};
+const char* kCases[] = {"qwen3_all7",
+                        "qwen2_all7_rslora",
+                        "qwen3_tied_qv",
+                        "qwen3moe_attn_dense",
+                        "qwen3moe_experts",
+                        "qwen35_dense_all10",
+                        "qwen35moe_attn_gdn_shared"};
 
 }  // namespace
 
@@ -143,6 +148,24 @@ TEST(PeftGolden, SavedAdapterRoundTripsRegexTargets) {
   const LoraAdapter b = lora_load_peft(dir.str(), c.model);
   EXPECT_EQ(b.num_parameters(), a.num_parameters());
   expect_tensors(c, b, (kRoot / c.name / "init_adapter" / "adapter_model.safetensors").string(), false, 0.0);
+}
+
+TEST(PeftGolden, Qwen35AdaptersRoundTrip) {
+  // PEFT's Qwen3.5 adapters (linear_attn and shared-expert modules under model.language_model.) load, save
+  // and load again unchanged; the saved target_modules name the Gated DeltaNet projections.
+  for (const char* name : {"qwen35_dense_all10", "qwen35moe_attn_gdn_shared"}) {
+    Case c = load_case(name);
+    const LoraAdapter a = lora_load_peft((kRoot / name / "init_adapter").string(), c.model);
+    EXPECT_TRUE(a.layers[0][size_t(LoraTarget::LinQkv)].defined()) << name;
+    EXPECT_FALSE(a.layers[0][size_t(LoraTarget::LinA)].defined()) << name;
+    test::TempDir dir;
+    lora_save_peft(a, c.model, dir.str(), "base");
+    const std::string cfg = json_load_file(dir / "adapter_config.json")["target_modules"].dump();
+    EXPECT_NE(cfg.find("in_proj_qkv"), std::string::npos) << cfg;
+    const LoraAdapter b = lora_load_peft(dir.str(), c.model);
+    EXPECT_EQ(b.num_parameters(), a.num_parameters()) << name;
+    expect_tensors(c, b, (kRoot / name / "init_adapter" / "adapter_model.safetensors").string(), false, 0.0);
+  }
 }
 
 }  // namespace tune
