@@ -74,7 +74,10 @@ int cmd_train(int argc, char** argv) {
   lc.alpha = a.get_double("--lora-alpha", 2.0 * double(lc.rank));
   lc.dropout = a.get_double("--lora-dropout", 0.0);
   lc.rslora = a.has("--rslora");
-  lc.targets = lora_targets_parse(a.get("--target", "q,k,v,o,gate,up,down"));
+  // Default: every projection of attention and MLP, plus Gated DeltaNet's in/out projections on Qwen3.5.
+  const char* default_targets = model.config.has_mixer(MixerKind::GatedDeltaNet) ? "q,k,v,o,gate,up,down,qkv,z,out"
+                                                                                 : "q,k,v,o,gate,up,down";
+  lc.targets = lora_targets_parse(a.get("--target", default_targets));
   TrainOptions o;
   o.seed = d.seed;
   LoraAdapter adapter = a.has("--init-adapter") ? lora_load_peft(a.get("--init-adapter", ""), model)
