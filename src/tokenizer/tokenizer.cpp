@@ -309,6 +309,17 @@ Tokenizer Tokenizer::from_file(const std::string& tokenizer_json_path, const Tok
   return Tokenizer(load(tokenizer_json_path, options));
 }
 
+Tokenizer Tokenizer::from_spec(TokenizerSpec spec, const std::string& source, int32_t eos, int32_t pad, int32_t bos) {
+  auto impl = std::make_shared<TokenizerImpl>(std::move(spec), source);
+  const int32_t n = int32_t(impl->token_text.size());
+  for (int32_t id : {eos, pad, bos})
+    if (id >= n) throw FormatError(source + ": special token id " + std::to_string(id) + " is outside the vocabulary");
+  impl->eos = eos;
+  impl->pad = pad;
+  impl->bos = bos;
+  return Tokenizer(std::move(impl));
+}
+
 Tokenizer Tokenizer::from_dir(const std::string& model_dir, const TokenizerOptions& options) {
   const std::string dir = model_dir.empty() || model_dir.back() == '/' ? model_dir : model_dir + "/";
   std::shared_ptr<TokenizerImpl> impl = load(dir + "tokenizer.json", options);

@@ -23,6 +23,7 @@ struct TokenizerOptions {
 };
 
 struct TokenizerImpl;
+struct TokenizerSpec;  // tokenizer/tokenizer_json.h
 
 // Immutable after loading; copies share the data. Every const method may be called from several threads.
 class Tokenizer {
@@ -32,6 +33,9 @@ class Tokenizer {
   static Tokenizer from_dir(const std::string& model_dir, const TokenizerOptions& options = {});
   // Loads a tokenizer.json alone (eos/pad/bos are then -1).
   static Tokenizer from_file(const std::string& tokenizer_json_path, const TokenizerOptions& options = {});
+  // Builds from a vocabulary read elsewhere (e.g. GGUF metadata); `source` names it in errors; ids -1 for none.
+  static Tokenizer from_spec(TokenizerSpec spec, const std::string& source, int32_t eos = -1, int32_t pad = -1,
+                             int32_t bos = -1);
 
   // Added tokens in `text` (special or not) become their ids, as the HF tokenizer does (leftmost-longest
   // match, honouring their lstrip/rstrip/single_word/normalized flags); the rest is encoded as plain text.

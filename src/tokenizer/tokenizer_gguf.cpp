@@ -1,22 +1,13 @@
-// GGUF vocabulary -> tokenizer.json + tokenizer_config.json in a private temporary directory -> Tokenizer::from_dir,
-// so the one validated loading path builds the tokenizer.
+// GGUF tokenizer metadata (tokenizer.ggml.*) -> TokenizerSpec -> Tokenizer, the same construction and checks
+// tokenizer.json goes through.
 #include "tokenizer/tokenizer_gguf.h"
-
-#include <unistd.h>
-
-#include <atomic>
-#include <filesystem>
-#include <fstream>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/gguf.h"
 #include "tokenizer/pretokenize.h"
+#include "tokenizer/tokenizer_json.h"
 
 namespace tune {
-
-namespace fs = std::filesystem;
 
 Tokenizer tokenizer_from_gguf(const GgufFile& f) {
   const std::string model = f.get_string("tokenizer.ggml.model");
@@ -38,57 +29,41 @@ Tokenizer tokenizer_from_gguf(const GgufFile& f) {
     throw FormatError(f.path() + ": tokenizer.ggml.token_type has " + std::to_string(types.size()) +
                       " entries, tokenizer.ggml.tokens " + std::to_string(tokens.size()));
 
-  nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array();
+  // Qwen's GGUF vocabularies: NORMAL (1), UNKNOWN (2) and BYTE (6) are BPE tokens; CONTROL (3) and
+  // USER_DEFINED (4) are added tokens matched before the BPE, CONTROL ones special. The NFC normalizer of the
+  // Qwen tokenizer.json is kept, so tune tokenizes a GGUF like the model's own tokenizer.
+  TokenizerSpec spec;
+  spec.pre = kind;
+  spec.nfc = true;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int64_t ty = types[i];
     if (ty == 3 || ty == 4) {
-      added.push_back({{"id", int64_t(i)}, {"content", tokens[i]}, {"single_word", false}, {"lstrip", false},
-                       {"rstrip", false}, {"normalized", false}, {"special", ty == 3}});
-    } else if (ty == 1 || ty == 6 || ty == 2) {
-      vocab[tokens[i]] = int64_t(i);
+      AddedTokenSpec a;
+      a.content = tokens[i];
+      a.id = int32_t(i);
+      a.normalized = false;
+      a.special = ty == 3;
+      spec.added.push_back(a);
+    } else if (ty == 1 || ty == 2 || ty == 6) {
+      spec.vocab.emplace_back(tokens[i], int32_t(i));
     }
   }
-  nlohmann::json merges = nlohmann::json::array();
-  if (const GgufValue* m = f.find("tokenizer.ggml.merges")) merges = m->as_strings();
-  nlohmann::json tj = {
-      {"version", "1.0"},
-      {"added_tokens", added},
-      {"normalizer", {{"type", "NFC"}}},
-      {"pre_tokenizer",
-       {{"type", "Sequence"},
-        {"pretokenizers",
-         {{{"type", "Split"},
-           {"pattern", {{"Regex", std::string(pre_tokenizer_regex(kind))}}},
-           {"behavior", "Isolated"},
-           {"invert", false}},
-          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}}}}},
-      {"model",
-       {{"type", "BPE"}, {"byte_fallback", false}, {"ignore_merges", false}, {"vocab", vocab}, {"merges", merges}}}};
-  nlohmann::json cfg = nlohmann::json::object();
-  const auto special = [&](const char* key, const char* name) {
-    if (!f.find(key)) return;
-    const int64_t id = f.get_int(key);
-    if (id >= 0 && size_t(id) < tokens.size()) cfg[name] = tokens[size_t(id)];
-  };
-  special("tokenizer.ggml.eos_token_id", "eos_token");
-  special("tokenizer.ggml.padding_token_id", "pad_token");
-  special("tokenizer.ggml.bos_token_id", "bos_token");
-
-  static std::atomic<int> counter{0};
-  const fs::path dir = fs::temp_directory_path() /
-                       ("tune_gguf_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-  fs::create_directories(dir);
-  struct Cleanup {
-    fs::path p;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(p, ec);
+  if (const GgufValue* m = f.find("tokenizer.ggml.merges")) {
+    for (const std::string& merge : m->as_strings()) {
+      const size_t sp = merge.find(' ');
+      if (sp == std::string::npos)
+        throw FormatError(f.path() + ": tokenizer.ggml.merges entry '" + merge + "' is not 'a b'");
+      spec.merges.emplace_back(merge.substr(0, sp), merge.substr(sp + 1));
     }
-  } cleanup{dir};
-  std::ofstream(dir / "tokenizer.json") << tj.dump();
-  std::ofstream(dir / "tokenizer_config.json") << cfg.dump();
+  }
+  const auto special = [&](const char* key) -> int32_t {
+    if (!f.find(key)) return -1;
+    const int64_t id = f.get_int(key);
+    return id >= 0 && size_t(id) < tokens.size() ? int32_t(id) : -1;
+  };
   try {
-    return Tokenizer::from_dir(dir.string());
+    return Tokenizer::from_spec(std::move(spec), f.path(), special("tokenizer.ggml.eos_token_id"),
+                                special("tokenizer.ggml.padding_token_id"), special("tokenizer.ggml.bos_token_id"));
   } catch (const Error& e) {
     throw FormatError(f.path() + ": the GGUF vocabulary does not form a tokenizer: " + e.what());
   }
