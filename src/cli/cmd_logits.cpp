@@ -1,6 +1,8 @@
-// tune logits --model DIR [--adapter DIR] --ids "1 2 3"|@FILE [--out FILE.safetensors] [--top K]: the logits of one
-// sequence (with a PEFT LoRA adapter applied when given), written as tensor `logits` (f32, [T, V]); prints the
-// top-K next tokens of the last position.
+// tune logits --model DIR|FILE.gguf [--dequantize] [--adapter DIR] --ids "1 2 3"|@FILE [--out FILE.safetensors]
+// [--top K]: the logits of one sequence (with a PEFT LoRA adapter applied when given), written as tensor `logits`
+// (f32, [T, V]); prints the top-K next tokens of the last position. A GGUF's matrices stay in their file type
+// and are multiplied as llama.cpp's CPU backend does (activations quantized to Q8_0/Q8_1/Q8_K, or rounded to
+// f16/bf16, per row; see quant/dot.h); --dequantize computes in f32 over the dequantized weights instead.
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -50,13 +52,15 @@ std::vector<int32_t> parse_ids(const std::string& spec) {
 }  // namespace
 
 int cmd_logits(int argc, char** argv) {
-  Args a("logits", argc, argv, {"--model", "--adapter", "--ids", "--out", "--top", "--device"}, {});
+  Args a("logits", argc, argv, {"--model", "--adapter", "--ids", "--out", "--top", "--device"},
+         {"--dequantize"});
   if (a.get("--device", "cpu") != "cpu")
     throw UnsupportedError("tune logits: --device " + a.get("--device", "") + " is not available yet",
                            "use --device cpu");
   const std::vector<int32_t> ids = parse_ids(a.require("--ids"));
   const std::string model_path = a.require("--model");
-  const Model m = is_gguf_path(model_path) ? model_load_gguf(model_path) : model_load(model_path);
+  const Model m = is_gguf_path(model_path) ? model_load_gguf(model_path, !a.has("--dequantize"))
+                                                : model_load(model_path);
   std::optional<LoraAdapter> adapter;
   if (a.has("--adapter")) adapter = lora_load_peft(a.get("--adapter", ""), m);
   const Tensor logits = model_logits(m, ids, adapter ? &*adapter : nullptr);

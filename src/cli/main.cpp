@@ -18,8 +18,8 @@ struct Verb {
 const Verb kVerbs[] = {
     {"info", tune::cli::cmd_info, "info MODEL_DIR [--json]: architecture, layer kinds, sizes, parameters, dtypes"},
     {"logits", tune::cli::cmd_logits,
-     "logits --model DIR [--adapter DIR] --ids \"1 2 3\"|@FILE [--out FILE.safetensors] [--top K]: logits of one "
-     "sequence"},
+     "logits --model DIR|FILE.gguf [--dequantize] [--adapter DIR] --ids \"1 2 3\"|@FILE [--out FILE.safetensors] "
+     "[--top K]: logits of one sequence (a GGUF computes as llama.cpp's CPU backend unless --dequantize)"},
     {"init", tune::cli::cmd_init,
      "init (--preset NAME | --config FILE) --out DIR [--seed N] [--std X] [--dtype f32|bf16]: seeded random model"},
     {"train", tune::cli::cmd_train,

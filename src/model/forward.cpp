@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "model/names.h"
 #include "ops/attention.h"
 #include "ops/conv1d_causal.h"
 #include "ops/cross_entropy.h"
@@ -649,9 +650,22 @@ Tensor layer_backward(const Ctx& cx, const LayerWeights& w, int64_t l, const Lay
   return dx;
 }
 
+// The forward pass needs an f32 CPU embedding table; the linear weights may also be kept quantized or in
+// f16/bf16 (model_load_gguf with keep_quantized), which linear_fwd computes as ggml does.
 void check_cpu_f32(const Model& model) {
   if (model.weights.token_embd.device() != Device::CPU || model.weights.token_embd.dtype() != DType::F32) {
     throw UnsupportedError("the reference forward pass runs on f32 CPU weights", "load the model with --device cpu");
+  }
+}
+
+// Training (loss and gradients) needs every weight in f32: there is no backward through quantized weights.
+void check_cpu_f32_train(const Model& model) {
+  check_cpu_f32(model);
+  for (const TensorSpec& s : model_tensor_specs(model.config)) {
+    const Tensor& t = weights_field(model.weights, s);
+    if (t.defined() && t.dtype() != DType::F32)
+      throw UnsupportedError("training needs f32 weights, but " + s.name + " is kept as " + dtype_name(t.dtype()),
+                             "load the GGUF dequantized (the default) to train on it");
   }
 }
 
@@ -686,7 +700,7 @@ Tensor model_logits(const Model& model, std::span<const int32_t> ids, const Lora
 
 RowLoss model_loss_row(const Model& model, LoraAdapter* lora, const TokenRow& row, std::span<const int32_t> targets,
                        float grad_scale, Rng* dropout_rng) {
-  check_cpu_f32(model);
+  check_cpu_f32_train(model);
   const ModelConfig& c = model.config;
   const int64_t T = int64_t(row.ids.size()), H = c.hidden_size, V = c.vocab_size;
   TUNE_CHECK(int64_t(targets.size()) == T) << "targets must match ids";

@@ -10,6 +10,7 @@
 #include "io/gguf.h"
 #include "io/json.h"
 #include "model/names.h"
+#include "quant/dot.h"
 #include "quant/quant.h"
 
 namespace tune {
@@ -72,6 +73,16 @@ Tensor to_f32(const GgufFile& f, const GgufTensorInfo& info) {
   return dequantize(t);
 }
 
+// True when rows of `cols` values split into whole blocks of the activation type ggml pairs with `t`.
+bool vec_dot_act_row_bytes_ok(DType t, int64_t cols) {
+  try {
+    (void)vec_dot_act_row_bytes(t, cols);
+    return true;
+  } catch (const UnsupportedError&) {
+    return false;
+  }
+}
+
 }  // namespace
 
 bool is_gguf_path(const std::string& path) {
@@ -86,12 +97,13 @@ ModelConfig model_config_from_gguf(const std::string& path) {
   return model_config_from_json(config_json(f), path);
 }
 
-Model model_load_gguf(const std::string& path) {
+Model model_load_gguf(const std::string& path, bool keep_quantized) {
   const GgufFile f(path);
   Model m;
   m.config = model_config_from_json(config_json(f), path);
   m.report.source = path;
   m.weights.layers.resize(size_t(m.config.num_layers));
+  Tensor tied_output;
   for (const TensorSpec& s : model_tensor_specs(m.config)) {
     const GgufTensorInfo* info = f.find_tensor(s.name);
     Tensor& dst = weights_field(m.weights, s);
@@ -106,10 +118,19 @@ Model model_load_gguf(const std::string& path) {
     if (info->shape != s.shape)
       throw FormatError(path + ": tensor " + s.name + " has shape " + info->shape.str() + ", expected " +
                         s.shape.str() + " from the file's keys");
-    dst = to_f32(f, *info);
+    const bool keep = keep_quantized && info->has_dtype && info->dtype != DType::F32 &&
+                      vec_dot_supported(info->dtype) && s.shape.ndim >= 2 &&
+                      vec_dot_act_row_bytes_ok(info->dtype, s.shape.dims[s.shape.ndim - 1]);
+    if (keep && s.name == "token_embd.weight") {
+      // The row lookup needs f32; a tied output head multiplies by the file's quantized table, as llama.cpp.
+      if (m.config.tie_word_embeddings) tied_output = f.tensor(info->name);
+      dst = to_f32(f, *info);
+    } else {
+      dst = keep ? f.tensor(info->name) : to_f32(f, *info);
+    }
     m.report.dtype_params[dtype_name(info->has_dtype ? info->dtype : DType::F32)] += s.shape.numel();
   }
-  if (m.config.tie_word_embeddings) m.weights.output = m.weights.token_embd;
+  if (m.config.tie_word_embeddings) m.weights.output = tied_output.defined() ? tied_output : m.weights.token_embd;
   return m;
 }
 

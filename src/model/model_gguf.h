@@ -1,5 +1,6 @@
-// Loading a qwen2 / qwen3 / qwen3moe GGUF (tune's or llama.cpp's) into a Model with f32 weights: the
-// ModelConfig comes from the `<arch>.*` keys, each tensor is dequantized from whatever ggml type it has.
+// Loading a qwen2 / qwen3 / qwen3moe GGUF (tune's or llama.cpp's) into a Model: the ModelConfig comes from the
+// `<arch>.*` keys, each tensor is dequantized to f32 from whatever ggml type it has (or, on request, matrices
+// keep their file type for the ggml-faithful inference path).
 #pragma once
 
 #include <string>
@@ -15,7 +16,12 @@ bool is_gguf_path(const std::string& path);
 ModelConfig model_config_from_gguf(const std::string& path);
 
 // Loads the model; FormatError naming the file and tensor for missing tensors or wrong shapes, UnsupportedError
-// for other architectures or ggml types tune cannot dequantize.
-Model model_load_gguf(const std::string& path);
+// for other architectures or ggml types tune cannot dequantize. By default every tensor is dequantized to f32.
+// With `keep_quantized`, matrices (2-D and 3-D expert tensors) stored in a type linear_fwd computes directly
+// (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K, F16, BF16) keep the file's type, so model_logits multiplies them
+// the way llama.cpp's CPU backend does (activations quantized per row, integer block dot products); norms,
+// biases and the embedding table used for the row lookup are f32, and a tied output head uses the file's
+// token_embd type as llama.cpp does. Such a model runs forward only (model_logits); training refuses it.
+Model model_load_gguf(const std::string& path, bool keep_quantized = false);
 
 }  // namespace tune

@@ -3,6 +3,7 @@
 
 #include "ops/common.h"
 #include "ops/cuda/check.h"
+#include "quant/dot.h"
 
 namespace tune {
 
@@ -14,6 +15,13 @@ void linear_fwd(const TensorView& x, const TensorView& w, const TensorView* b, c
   switch (x.device) {
     case Device::CPU:
       op_check_f32("linear", "x", x);
+      if (w.dtype != DType::F32 && vec_dot_supported(w.dtype)) {
+        op_check(w.is_contiguous(), "linear", "quantized w must be contiguous");
+        op_check_f32("linear", "y", y);
+        if (b) op_check_f32("linear", "b", *b);
+        cpu::linear_quant_fwd(x.f32(), w.data, w.dtype, b ? b->f32() : nullptr, y.f32(), T, K, N);
+        return;
+      }
       op_check_f32("linear", "w", w);
       cpu::linear_fwd(x.f32(), w.f32(), b ? b->f32() : nullptr, y.f32(), T, K, N);
       return;

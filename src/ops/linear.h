@@ -17,6 +17,12 @@ void linear_fwd(const R* x, const R* w, const R* b, R* y, int64_t T, int64_t K, 
 template <class R>
 void linear_bwd(const R* x, const R* w, const R* dy, R* dx, bool accumulate_dx, R* dw, R* db, int64_t T, int64_t K,
                 int64_t N);
+// Forward with weights kept quantized (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K) or in f16/bf16, as ggml's
+// CPU matmul computes it: each row of x is converted once to the weight type's activation type (Q8_0, Q8_1,
+// Q8_K, F16, BF16) and y[t][n] = vec_dot(w row n, x row t) (+ b[n] in f32); see quant/dot.h. x, b, y f32;
+// `w` holds N rows of quant_row_bytes(wtype, K) bytes. Inference only: there is no backward.
+void linear_quant_fwd(const float* x, const void* w, DType wtype, const float* b, float* y, int64_t T, int64_t K,
+                      int64_t N);
 }  // namespace cpu
 
 // CUDA kernels (defined when built with TUNE_CUDA), through cuBLAS with fp32 compute: device pointers; x, w, b, y,

@@ -1,7 +1,8 @@
 // Independent check of the GGUF export with llama.cpp (node-llama-cpp's prebuilt CPU build, installed by
 // scripts/fetch_llama_node.sh under .testdata/node): for golden models of qwen2, qwen3 and qwen3moe exported as
-// F16, Q8_0 and Q4_K_M, llama.cpp's next-token probabilities on the same ids must match tune's forward over the
-// same (dequantized) GGUF within 1e-3; llama.cpp's tokenization of a text must equal tune's for a model with the
+// F16, Q8_0 and Q4_K_M, llama.cpp's next-token probabilities on the same ids must match tune's llama.cpp-faithful
+// forward over the same GGUF (quantized matrices kept, activations quantized as ggml does; bounds at
+// expect_close); llama.cpp's tokenization of a text must equal tune's for a model with the
 // real Qwen3 vocabulary. Skips when node or the npm package is absent.
 #include <gtest/gtest.h>
 
@@ -65,24 +66,34 @@ nlohmann::json llama(const std::string& args) {
 #define SKIP_WITHOUT_LLAMA()                                                                        \
   if (!have_llama()) GTEST_SKIP() << "node-llama-cpp not installed: run scripts/fetch_llama_node.sh"
 
-// tune's forward over the dequantized GGUF vs llama.cpp on the same ids, over the last `last` positions.
+// tune's forward over the GGUF vs llama.cpp on the same ids, over the last `last` positions.
 struct Gap {
   double max_dp = 0, median_dp = 0;  // max |Δp| over positions and vocab; median over positions of the per-position max
   double max_dlogit = 0;           // max |Δlogit| (llama.cpp's raw logits vs tune's)
   std::vector<std::vector<float>> tune_logits;  // [last][V]
 };
 
-Gap compare(const std::string& gguf, const std::vector<int32_t>& ids, int last) {
-  Gap g;
-  const tune::Model m = tune::model_load_gguf(gguf);
-  const int64_t V = m.config.vocab_size;
+// llama.cpp's positions for `ids` (the last `last`), or null after a failure.
+nlohmann::json llama_positions(const std::string& gguf, const std::vector<int32_t>& ids, int last) {
   std::string ids_arg;
   for (int32_t x : ids) ids_arg += std::to_string(x) + " ";
   const nlohmann::json j = llama("'" + gguf + "' --ids '" + ids_arg + "' --last " + std::to_string(last));
   if (j.is_null() || j["positions"].size() != size_t(last)) {
     ADD_FAILURE() << gguf << ": no llama.cpp output";
-    return g;
+    return nullptr;
   }
+  return j;
+}
+
+// tune's forward over the GGUF against llama.cpp's output `j`: with `quantized_path` the matrices stay in the
+// file's types and are multiplied as ggml's CPU backend does (model_load_gguf keep_quantized), otherwise tune
+// computes in f32 over the dequantized weights.
+Gap compare(const std::string& gguf, const std::vector<int32_t>& ids, int last, const nlohmann::json& j,
+            bool quantized_path) {
+  Gap g;
+  if (j.is_null()) return g;
+  const tune::Model m = tune::model_load_gguf(gguf, quantized_path);
+  const int64_t V = m.config.vocab_size;
   const tune::Tensor logits = tune::model_logits(m, ids);
   std::vector<double> per_pos;
   for (int k = 0; k < last; ++k) {
@@ -121,20 +132,26 @@ std::vector<int32_t> test_ids(int64_t V) {
   return ids;
 }
 
-// Unquantized files (F32, F16) must agree within 1e-3 in probability (llama.cpp keeps its KV cache in f16 and
-// runs F16 matmuls on f16-rounded activations: the gap is ~2e-4). Quantized files cannot agree that closely:
-// ggml's CPU kernels quantize the activations too (to Q8_0 / Q8_1 / Q8_K) before every quantized dot product,
-// which moves logits by ~0.1 on these models; an occasional near-tie in MoE routing flips one expert. So quantized
-// files are held to a median (over positions) of the per-position max |Δp| of 1e-2 and a max of 0.1, and (below) to decoding the very same
-// weights: the llama.cpp-vs-tune gap must be a small fraction of the quantization error itself.
-void expect_close(const Gap& g, bool quantized, const std::string& what) {
-  std::printf("%-52s max|dp| %.2e  median max|dp| %.2e  max|dlogit| %.3f\n", what.c_str(), g.max_dp, g.median_dp,
-              g.max_dlogit);
+// tune's llama.cpp-faithful path (matrices kept in the file's types; activations quantized per row to Q8_0 /
+// Q8_1 / Q8_K, or rounded to f16, exactly as ggml's CPU matmul does — the bytes and dot products were checked
+// against node-llama-cpp's own libggml-cpu; integer block dot products) against llama.cpp. Unquantized files
+// (F32, F16) agree within the 1e-3 in probability (llama.cpp keeps its KV cache in f16 and runs flash
+// attention with f16 accumulation: the gap is ~2-5e-4 and is already present at position 0). Quantized files do
+// not reach 1e-3: the residual f32-level disagreement (~5e-4 relative in the hidden states) flips a few percent
+// of the 8-bit activation levels in every quantized matmul, each flip a whole quantization step, so the gap is
+// that noise amplified (measured: max |Δp| 0.9-18e-3, median 0.5-6e-3; with tune's old dequantized f32 path
+// 1.7e-3-6.7e-2). Held to a median (over positions) of the per-position max |Δp| of 1e-2 and a max of 3e-2; the
+// dequantized path is printed beside it for reference.
+constexpr double kBoundUnquantized = 1e-3;
+
+void expect_close(const Gap& q, const Gap& deq, bool quantized, const std::string& what) {
+  std::printf("%-40s quantized path: max|dp| %.2e median %.2e max|dlogit| %.4f | dequantized: max|dp| %.2e\n",
+              what.c_str(), q.max_dp, q.median_dp, q.max_dlogit, deq.max_dp);
   if (!quantized) {
-    EXPECT_LE(g.max_dp, 1e-3) << what;
+    EXPECT_LE(q.max_dp, kBoundUnquantized) << what;
   } else {
-    EXPECT_LE(g.median_dp, 1e-2) << what;
-    EXPECT_LE(g.max_dp, 0.1) << what;
+    EXPECT_LE(q.median_dp, 1e-2) << what;
+    EXPECT_LE(q.max_dp, 3e-2) << what;
   }
 }
 
@@ -149,7 +166,9 @@ TEST_P(LlamaProbs, NextTokenProbabilitiesMatch) {
     const auto r = run_tune("export --model " + dir + " --gguf " + type + " --out " + gguf);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const tune::ModelConfig c = tune::model_config_from_gguf(gguf);
-    expect_close(compare(gguf, test_ids(c.vocab_size), 4), std::string(type) != "F16",
+    const auto ids = test_ids(c.vocab_size);
+    const nlohmann::json j = llama_positions(gguf, ids, 4);
+    expect_close(compare(gguf, ids, 4, j, true), compare(gguf, ids, 4, j, false), std::string(type) != "F16",
                  std::string(GetParam()) + " " + type);
   }
 }
@@ -196,8 +215,11 @@ TEST_P(LlamaKQuants, EveryFileType) {
     r = run_tune("export --model " + dir + " --gguf " + type + " --out " + gguf);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const std::string t = type;
-    const Gap g = compare(gguf, test_ids(300), 4);
-    expect_close(g, t != "F32" && t != "F16", std::string(moe ? "kquant-moe " : "kquant-dense ") + type);
+    const auto ids = test_ids(300);
+    const nlohmann::json j = llama_positions(gguf, ids, 4);
+    const Gap g = compare(gguf, ids, 4, j, true);
+    expect_close(g, compare(gguf, ids, 4, j, false), t != "F32" && t != "F16",
+                 std::string(moe ? "kquant-moe " : "kquant-dense ") + type);
     if (t == "F32") f32_logits = g.tune_logits;
     if (t == "Q4_K_M" || t == "Q3_K_M" || t == "Q2_K") {
       // Decoding parity: the quantization error (tune Q vs tune F32) dwarfs the llama.cpp-vs-tune gap.
@@ -241,9 +263,21 @@ TEST(GgufQuantize, MatchesDirectExport) {
   r = run_tune("quantize " + tmp / "direct.gguf" + " " + tmp / "again.gguf" + " Q2_K");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("--allow-requantize"), std::string::npos) << r.output;
-  // tune logits reads GGUF files.
-  r = run_tune("logits --model " + tmp / "direct.gguf" + " --ids '1 2 3'");
+  // tune logits reads GGUF files: by default through the quantized (llama.cpp-faithful) path, with --dequantize
+  // in f32 over the dequantized weights; the two differ by the activation quantization only.
+  r = run_tune("logits --model " + tmp / "direct.gguf" + " --ids '1 2 3' --top 1");
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto rd = run_tune("logits --model " + tmp / "direct.gguf" + " --dequantize --ids '1 2 3' --top 1");
+  EXPECT_EQ(rd.exit_code, 0) << rd.output;
+  EXPECT_NE(r.output, rd.output);
+  // Training refuses weights kept quantized.
+  const tune::Model kept = tune::model_load_gguf(tmp / "direct.gguf", true);
+  EXPECT_NE(kept.weights.layers[0].attn_q.dtype(), tune::DType::F32);
+  EXPECT_EQ(kept.weights.token_embd.dtype(), tune::DType::F32);
+  const std::vector<int32_t> ids = {1, 2, 3}, targets = {2, 3, 4};
+  tune::TokenRow row;
+  row.ids = ids;
+  EXPECT_THROW(tune::model_loss_row(kept, nullptr, row, targets, 1.0f, nullptr), tune::UnsupportedError);
 }
 
 // export --adapter merges the PEFT adapter in f32: the F32 GGUF's logits equal the base model + adapter's.
