@@ -7,80 +7,15 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "quant/blocks.h"
 #include "quant/quant.h"
 
 namespace tune {
 
 namespace {
 
-constexpr int kQK = 256;
+using namespace quant;  // block layouts (quant/blocks.h)
 
-struct BlockQ8_0 {
-  uint16_t d;
-  int8_t qs[32];
-};
-struct BlockQ8_1 {
-  uint16_t d, s;  // s = d · Σ qs, as f16
-  int8_t qs[32];
-};
-struct BlockQ8K {
-  float d;
-  int8_t qs[kQK];
-  int16_t bsums[kQK / 16];
-};
-struct BlockQ4_0 {
-  uint16_t d;
-  uint8_t qs[16];
-};
-struct BlockQ4_1 {
-  uint16_t d, m;
-  uint8_t qs[16];
-};
-struct BlockQ5_0 {
-  uint16_t d;
-  uint8_t qh[4];
-  uint8_t qs[16];
-};
-struct BlockQ5_1 {
-  uint16_t d, m;
-  uint8_t qh[4];
-  uint8_t qs[16];
-};
-struct BlockQ2K {
-  uint8_t scales[16];
-  uint8_t qs[64];
-  uint16_t d, dmin;
-};
-struct BlockQ3K {
-  uint8_t hmask[32];
-  uint8_t qs[64];
-  uint8_t scales[12];
-  uint16_t d;
-};
-struct BlockQ4K {
-  uint16_t d, dmin;
-  uint8_t scales[12];
-  uint8_t qs[128];
-};
-struct BlockQ5K {
-  uint16_t d, dmin;
-  uint8_t scales[12];
-  uint8_t qh[32];
-  uint8_t qs[128];
-};
-struct BlockQ6K {
-  uint8_t ql[128];
-  uint8_t qh[64];
-  int8_t scales[16];
-  uint16_t d;
-};
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_1) == 36 && sizeof(BlockQ8K) == 292, "ggml q8 blocks");
-static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 &&
-                  sizeof(BlockQ5_1) == 24,
-              "ggml q4/q5 blocks");
-static_assert(sizeof(BlockQ2K) == 84 && sizeof(BlockQ3K) == 110 && sizeof(BlockQ4K) == 144 &&
-                  sizeof(BlockQ5K) == 176 && sizeof(BlockQ6K) == 210,
-              "ggml k-quant blocks");
 
 enum class Act { Q8_0, Q8_1, Q8K, F16, BF16 };
 
@@ -262,16 +197,6 @@ inline void lanes(const int8_t* lv, const int8_t* q8, F scale_of, int32_t out[8]
   for (int i = 0; i < kQK; ++i) out[i & 7] += scale_of(i) * int32_t(int16_t(q8[i] * lv[i]));
 }
 
-// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block.
-inline void scale_min_k4(const uint8_t* q, int j, int* sc, int* m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
 
 float dot_q2_k(const BlockQ2K* w, const BlockQ8K* a, int64_t nb) {
   float sumf = 0;
@@ -336,8 +261,8 @@ float dot_q45_k(const B* w, const BlockQ8K* a, int64_t nb) {
       if constexpr (kHigh) v += ((x.qh[l] >> (2 * c + half)) & 1) ? 16 : 0;
       lv[i] = int8_t(v);
     }
-    int sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) scale_min_k4(x.scales, j, &sc[j], &mn[j]);
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) get_scale_min(x.scales, j, &sc[j], &mn[j]);
     int sumi = 0;
     for (int j = 0; j < 16; ++j) sumi += y.bsums[j] * mn[j / 2];
     int32_t aux[8];

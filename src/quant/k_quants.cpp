@@ -13,45 +13,13 @@
 #include <cstring>
 
 #include "quant/fit.h"
+#include "quant/blocks.h"
 #include "quant/kernels.h"
 
 namespace tune::quant {
 
 namespace {
 
-constexpr int kQK = 256;
-
-struct BlockQ2K {
-  uint8_t scales[16];  // low nibble scale, high nibble min
-  uint8_t qs[64];
-  uint16_t d, dmin;
-};
-struct BlockQ3K {
-  uint8_t hmask[32];
-  uint8_t qs[64];
-  uint8_t scales[12];
-  uint16_t d;
-};
-struct BlockQ4K {
-  uint16_t d, dmin;
-  uint8_t scales[12];
-  uint8_t qs[128];
-};
-struct BlockQ5K {
-  uint16_t d, dmin;
-  uint8_t scales[12];
-  uint8_t qh[32];
-  uint8_t qs[128];
-};
-struct BlockQ6K {
-  uint8_t ql[128];
-  uint8_t qh[64];
-  int8_t scales[16];
-  uint16_t d;
-};
-static_assert(sizeof(BlockQ2K) == 84 && sizeof(BlockQ3K) == 110 && sizeof(BlockQ4K) == 144,
-              "ggml k-quant blocks");
-static_assert(sizeof(BlockQ5K) == 176 && sizeof(BlockQ6K) == 210, "ggml k-quant blocks");
 
 inline int clamp_int(int v, int lo, int hi) {
   return v < lo ? lo : (v > hi ? hi : v);
@@ -81,15 +49,6 @@ void put_scale_min(uint8_t* scales, int j, uint8_t ls, uint8_t lm) {
     scales[j + 4] = uint8_t((ls & 0xF) | ((lm & 0xF) << 4));
     scales[j - 4] = uint8_t(scales[j - 4] | ((ls >> 4) << 6));
     scales[j] = uint8_t(scales[j] | ((lm >> 4) << 6));
-  }
-}
-inline void get_scale_min(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m) {
-  if (j < 4) {
-    *sc = scales[j] & 63;
-    *m = scales[j + 4] & 63;
-  } else {
-    *sc = uint8_t((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
-    *m = uint8_t((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
   }
 }
 

@@ -10,32 +10,13 @@
 #include <type_traits>
 
 #include "quant/fit.h"
+#include "quant/blocks.h"
 #include "quant/kernels.h"
 
 namespace tune::quant {
 
 namespace {
 
-struct BlockQ4_0 {
-  uint16_t d;
-  uint8_t qs[16];
-};
-struct BlockQ4_1 {
-  uint16_t d, m;
-  uint8_t qs[16];
-};
-struct BlockQ5_0 {
-  uint16_t d;
-  uint8_t qh[4];
-  uint8_t qs[16];
-};
-struct BlockQ5_1 {
-  uint16_t d, m;
-  uint8_t qh[4];
-  uint8_t qs[16];
-};
-static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20, "ggml block_q4_0 / block_q4_1");
-static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "ggml block_q5_0 / block_q5_1");
 
 // Packs 32 levels (0..15 or 0..31) into the nibbles and, for 5-bit levels, the high-bit word.
 template <class L>

@@ -3,17 +3,10 @@
 #include <cmath>
 
 #include "quant/fit.h"
+#include "quant/blocks.h"
 #include "quant/kernels.h"
 
 namespace tune::quant {
-
-namespace {
-struct BlockQ8_0 {
-  uint16_t d;
-  int8_t qs[32];
-};
-static_assert(sizeof(BlockQ8_0) == 34, "ggml block_q8_0");
-}  // namespace
 
 void quantize_q8_0(const float* x, void* out, int64_t n) {
   auto* y = static_cast<BlockQ8_0*>(out);
