@@ -9,6 +9,7 @@
 #include "core/threads.h"
 #include "data/dataset.h"
 #include "io/json.h"
+#include "model/forward_cuda.h"
 #include "model/lora_peft.h"
 #include "train/trainer.h"
 
@@ -38,8 +39,8 @@ int cmd_train(int argc, char** argv) {
          {"--rslora", "--no-shuffle", "--skip-bad", "--skip-nonfinite", "--train-on-prompt", "--no-thinking",
           "--drop-long", "--quiet"});
   const std::string device = a.get("--device", "cpu");
-  if (device != "cpu")
-    throw UnsupportedError("tune train: --device " + device + " is not available yet", "use --device cpu");
+  if (device != "cpu" && device != "cuda")
+    throw ConfigError("tune train: --device must be cpu or cuda, got '" + device + "'");
   if (a.has("--threads")) set_num_threads(int(a.get_int("--threads", 0)));
   if (a.has("--steps") && a.has("--epochs")) throw ConfigError("tune train: give --steps or --epochs, not both");
 
@@ -105,6 +106,14 @@ int cmd_train(int argc, char** argv) {
   o.skip_nonfinite = a.has("--skip-nonfinite");
   o.resume = a.get("--resume", "");
   o.quiet = a.has("--quiet");
+  if (device == "cuda") {
+    std::string why;
+    if (!cuda_training_supported(model.config, adapter.config, &why))
+      throw UnsupportedError("tune train --device cuda does not support " + why + " yet",
+                             "use --device cpu for this model or these LoRA settings");
+    if (!cuda_available()) throw UnsupportedError("tune train --device cuda: no CUDA device found", "use --device cpu");
+    o.device = Device::CUDA;
+  }
   std::fprintf(stderr, "lora: r %lld, alpha %g%s, %lld trainable parameters\n", (long long)adapter.config.rank,
                adapter.config.alpha, adapter.config.rslora ? " (rsLoRA)" : "", (long long)adapter.num_parameters());
   const int64_t steps = train_run(model, adapter, data, o);

@@ -17,5 +17,6 @@ int cmd_kld(int argc, char** argv);
 int cmd_perplexity(int argc, char** argv);
 int cmd_export(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 }  // namespace tune::cli

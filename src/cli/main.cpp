@@ -42,6 +42,9 @@ const Verb kVerbs[] = {
      "[--imatrix FILE.gguf] [--name NAME]: llama.cpp GGUF (qwen2, qwen3, qwen3moe)"},
     {"quantize", tune::cli::cmd_quantize,
      "quantize IN.gguf OUT.gguf TYPE [--allow-requantize]: re-encode a GGUF with another file type"},
+    {"bench", tune::cli::cmd_bench,
+     "bench train --preset NAME [--batch-size 4 --seq-len 2048 --steps 8 --warmup 2 --lora-r 16] [--json]: LoRA "
+     "training speed and peak GPU memory on random weights of a real shape (CUDA)"},
     {"plot", tune::cli::cmd_plot, "plot LOG.jsonl [...] --out FILE.svg|png [--labels a,b]: loss and lr curves"},
 };
 

@@ -28,6 +28,10 @@ void rmsnorm_fwd(const void* x, const void* w, float eps, bool zero_centered, vo
                  DType dt, DType wdt);
 void rmsnorm_bwd(const void* x, const void* w, const void* dy, float eps, bool zero_centered, void* dx, float* dw,
                  int64_t rows, int64_t C, DType dt, DType wdt);
+// The training path's residual-stream backward, bf16 x/dy, f32 w (frozen: no dw): dres (rows, C) f32 +=
+// rmsnorm_bwd(x, w, dy), then dres_bf16 = bf16(dres) (the copy the next GEMM reads).
+void rmsnorm_bwd_residual(const void* x, const float* w, const void* dy, float eps, bool zero_centered, float* dres,
+                          void* dres_bf16, int64_t rows, int64_t C);
 }  // namespace cuda
 
 }  // namespace tune

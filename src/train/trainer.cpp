@@ -9,11 +9,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "model/lora_peft.h"
 #include "ops/cross_entropy.h"
+#include "train/step_cuda.h"
 
 namespace fs = std::filesystem;
 
@@ -126,6 +128,12 @@ int64_t train_run(const Model& model, LoraAdapter& adapter, const Dataset& data,
   Optimizer opt(o.optimizer, adapter);
   TrainState state;
   if (!o.resume.empty()) state = checkpoint_load(o.resume, adapter, opt, model, fingerprint);
+  std::unique_ptr<CudaTrainer> gpu;
+  if (o.device == Device::CUDA) {
+    gpu = std::make_unique<CudaTrainer>(model, adapter, o.optimizer,
+                                        o.batch_size * int64_t(data.row(0).input_ids.size()));
+    if (!o.resume.empty()) gpu->upload(adapter, opt);
+  }
 
   const std::string log_path = o.log.empty() ? (fs::path(o.out) / "train_log.jsonl").string() : o.log;
   // A resumed run continues the log; lines past the checkpoint (from a crashed run) are dropped.
@@ -160,7 +168,9 @@ int64_t train_run(const Model& model, LoraAdapter& adapter, const Dataset& data,
     }
     const double lr = schedule_lr(o.schedule, o.lr, state.step, o.warmup_steps, total);
     const auto ts = std::chrono::steady_clock::now();
-    const StepResult r = train_step(model, adapter, opt, step_rows, lr, o.max_grad_norm, o.seed + uint64_t(state.step) * 7919);
+    const StepResult r = gpu ? gpu->step(step_rows, lr, o.max_grad_norm)
+                             : train_step(model, adapter, opt, step_rows, lr, o.max_grad_norm,
+                                          o.seed + uint64_t(state.step) * 7919);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     if (r.skipped && r.trained > 0 && !o.skip_nonfinite) {
       throw Error("step " + std::to_string(state.step + 1) + ": loss " + std::to_string(r.loss) + ", gradient norm " +
@@ -184,7 +194,9 @@ int64_t train_run(const Model& model, LoraAdapter& adapter, const Dataset& data,
       std::fprintf(stderr, "step %lld/%lld loss %.4f lr %.2e\n", (long long)state.step, (long long)total, r.loss, lr);
     }
     const bool last = state.step == total;
-    if ((o.save_every > 0 && state.step % o.save_every == 0) || last)
+    const bool save = (o.save_every > 0 && state.step % o.save_every == 0) || last;
+    if (gpu && (save || (o.stop_after > 0 && done_here >= o.stop_after))) gpu->download(adapter, opt);
+    if (save)
       checkpoint_save(checkpoint_dir(o.out, state.step), adapter, opt, model, state, fingerprint, o);
     if (o.stop_after > 0 && done_here >= o.stop_after) break;
   }

@@ -50,9 +50,12 @@ struct TrainOptions {
   std::string resume;         // checkpoint dir to continue from
   bool quiet = false;         // no progress line
   int64_t stop_after = 0;     // stop (as if killed) after this many steps of this run; 0 = run to the end
+  Device device = Device::CPU;  // CUDA: the step runs on the GPU (train/step_cuda.h)
 };
 
 // Trains `adapter` on the rows of `data` and writes OUT/adapter (PEFT), checkpoints OUT/checkpoint-N and the log.
+// With options.device CUDA the steps run on the GPU (micro-batches of batch_size rows' tokens) and the adapter
+// and optimizer state come back to the host for each checkpoint.
 // Returns the number of optimizer steps done in total.
 int64_t train_run(const Model& model, LoraAdapter& adapter, const Dataset& data, const TrainOptions& options);
 

@@ -88,4 +88,37 @@ void rmsnorm_bwd(const void* x, const void* w, const void* dy, float eps, bool z
   TUNE_CUDA_LAUNCHED();
 }
 
+namespace {
+
+__global__ void rmsnorm_bwd_residual_kernel(const bf16* x, const float* w, const bf16* dy, float eps,
+                                            bool zero_centered, float* dres, bf16* dres_bf16, int64_t C) {
+  __shared__ float scratch[32];
+  const int64_t off = int64_t(blockIdx.x) * C;
+  float ss = 0.0f, dot = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = to_f32(x[off + c]);
+    ss += v * v;
+    dot += norm_scale(w, c, zero_centered) * to_f32(dy[off + c]) * v;
+  }
+  ss = block_sum(ss, scratch);
+  dot = block_sum(dot, scratch);
+  const float r = 1.0f / sqrtf(ss / float(C) + eps), k = r * r * r * dot / float(C);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float g = dres[off + c] + r * norm_scale(w, c, zero_centered) * to_f32(dy[off + c]) - to_f32(x[off + c]) * k;
+    dres[off + c] = g;
+    dres_bf16[off + c] = from_f32<bf16>(g);
+  }
+}
+
+}  // namespace
+
+void rmsnorm_bwd_residual(const void* x, const float* w, const void* dy, float eps, bool zero_centered, float* dres,
+                          void* dres_bf16, int64_t rows, int64_t C) {
+  if (rows == 0) return;
+  rmsnorm_bwd_residual_kernel<<<unsigned(rows), row_threads(C, 512)>>>(
+      static_cast<const bf16*>(x), w, static_cast<const bf16*>(dy), eps, zero_centered, dres,
+      static_cast<bf16*>(dres_bf16), C);
+  TUNE_CUDA_LAUNCHED();
+}
+
 }  // namespace tune::cuda

@@ -1,0 +1,126 @@
+// tune bench train: LoRA training speed and GPU memory on random weights of a real model's shape (a preset), with
+// random tokens, every token trained; the numbers that bench/RESULTS.md compares with transformers+PEFT.
+#include <chrono>
+#include <cstdio>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/rng.h"
+#include "io/json.h"
+#include "model/presets.h"
+#include "train/step_cuda.h"
+#include "train/trainer.h"
+
+#if TUNE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace tune::cli {
+
+namespace {
+
+#if TUNE_CUDA
+int64_t device_used_bytes() {
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+  return int64_t(total_b - free_b);
+}
+#endif
+
+int bench_train(int argc, char** argv) {
+  Args a("bench train", argc, argv,
+         {"--preset", "--batch-size", "--seq-len", "--steps", "--warmup", "--lora-r", "--lora-alpha", "--seed"},
+         {"--json"});
+  const auto t_launch = std::chrono::steady_clock::now();
+  const std::string preset = a.require("--preset");
+  const ModelConfig config = preset_config(preset);
+  const int64_t B = a.get_int("--batch-size", 4), S = a.get_int("--seq-len", 2048);
+  const int64_t steps = a.get_int("--steps", 8), warmup = a.get_int("--warmup", 2);
+  const uint64_t seed = uint64_t(a.get_int("--seed", 0));
+  if (B <= 0 || S < 2 || steps <= 0 || warmup < 0)
+    throw ConfigError("tune bench train: --batch-size, --seq-len (>= 2) and --steps must be positive");
+  LoraConfig lc;
+  lc.rank = a.get_int("--lora-r", 16);
+  lc.alpha = a.get_double("--lora-alpha", double(lc.rank));
+#if TUNE_CUDA
+  if (!cuda_available()) throw UnsupportedError("tune bench train: no CUDA device found", "run it on a GPU machine");
+  const int64_t used0 = device_used_bytes();
+  const LoraAdapter adapter = LoraAdapter::init(config, lc, seed);
+  CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, B * S);
+  int64_t peak = device_used_bytes() - used0;
+
+  // Random tokens, one document per row, each position trained on the next token (the baseline's labels = ids).
+  Rng rng(seed + 1);
+  auto make_rows = [&] {
+    std::vector<Row> rows(static_cast<size_t>(B));
+    for (Row& r : rows) {
+      r.input_ids.resize(size_t(S));
+      r.targets.resize(size_t(S));
+      r.position_ids.resize(size_t(S));
+      r.doc_start.assign(size_t(S), 0);
+      for (int64_t t = 0; t < S; ++t) {
+        r.input_ids[size_t(t)] = int32_t(rng.next() % uint64_t(config.vocab_size));
+        r.position_ids[size_t(t)] = int32_t(t);
+      }
+      for (int64_t t = 0; t + 1 < S; ++t) r.targets[size_t(t)] = r.input_ids[size_t(t + 1)];
+      r.targets[size_t(S - 1)] = -100;
+      r.length = int32_t(S);
+      r.num_docs = 1;
+    }
+    return rows;
+  };
+  double first_step_s = 0, loss = 0, timed = 0;
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    const std::vector<Row> rows = make_rows();
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepResult r = trainer.step(rows, 1e-4, 1.0);
+    cudaDeviceSynchronize();
+    const auto t1 = std::chrono::steady_clock::now();
+    loss = r.loss;
+    peak = std::max(peak, device_used_bytes() - used0);
+    if (i == 0) first_step_s = std::chrono::duration<double>(t1 - t_launch).count();
+    if (i >= warmup) timed += std::chrono::duration<double>(t1 - t0).count();
+  }
+  const double step_s = timed / double(steps), tps = double(B * S) / step_s, gib = double(1 << 30);
+  const CudaMemoryReport& m = trainer.model().memory();
+  const Json j = {{"preset", preset},
+                  {"batch_size", B},
+                  {"seq_len", S},
+                  {"lora_r", lc.rank},
+                  {"steps", steps},
+                  {"tokens_per_s", tps},
+                  {"step_ms", step_s * 1e3},
+                  {"peak_gib", double(peak) / gib},
+                  {"planned_gib", double(m.total()) / gib},
+                  {"weights_gib", double(m.weights) / gib},
+                  {"checkpoints_gib", double(m.checkpoints) / gib},
+                  {"activations_gib", double(m.activations) / gib},
+                  {"first_step_s", first_step_s},
+                  {"loss", loss}};
+  if (a.has("--json")) {
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s b%lld x %lld, LoRA r%lld: %.0f tokens/s, %.1f ms/step, peak %.2f GiB (planned %.2f), first step "
+                "done %.1f s after launch, loss %.4f\n",
+                preset.c_str(), (long long)B, (long long)S, (long long)lc.rank, tps, step_s * 1e3, double(peak) / gib,
+                double(m.total()) / gib, first_step_s, loss);
+  }
+  return 0;
+#else
+  (void)t_launch;
+  (void)steps;
+  (void)warmup;
+  (void)seed;
+  throw UnsupportedError("tune bench train needs a build with CUDA", "rebuild on a machine with the CUDA toolkit");
+#endif
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  if (argc < 1 || std::string(argv[0]) != "train")
+    throw ConfigError("tune bench: unknown benchmark", "use: tune bench train --preset NAME ...");
+  return bench_train(argc - 1, argv + 1);
+}
+
+}  // namespace tune::cli

@@ -1,0 +1,711 @@
+// CudaLoraModel: host-side orchestration of the CUDA training step (kernels in src/ops/cuda/). Shapes, with
+// T tokens in the micro-batch, H hidden, nH/nKV heads of d, I the FFN width, r the LoRA rank:
+//   x (T, H) -> xn = norm(x) -> qkv = xn Wqkv^T (T, (nH + 2 nKV) d) [+ LoRA q/k/v] -> qk = rope(norm_h(q, k))
+//   (T, (nH + nKV) d) -> att = attention(q, k, v) (T, nH d), lse (nH, T) -> xmid = x + att Wo^T [+ LoRA o]
+//   -> xn2 = norm(xmid) -> gu = xn2 Wgu^T (T, 2I) [+ LoRA gate/up] -> h = silu(g) u (T, I)
+//   -> x' = xmid + h Wd^T [+ LoRA down]
+// LoRA on a target with input a: u = a A^T (T, r), y += s u B^T. The targets sharing an input (q, k, v; gate, up)
+// have their A matrices side by side in the flat buffer, so one product makes all their u at once.
+#include "model/forward_cuda.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+
+#if TUNE_CUDA
+#include <cuda_runtime.h>
+
+#include "core/cuda_check.h"
+#include "ops/adamw.h"
+#include "ops/attention.h"
+#include "ops/embedding.h"
+#include "ops/fill.h"
+#include "ops/flash_attention.h"
+#include "ops/gemm.h"
+#include "ops/lm_head_loss.h"
+#include "ops/qk_norm_rope.h"
+#include "ops/rmsnorm.h"
+#include "ops/swiglu.h"
+#endif
+
+namespace tune {
+
+void CudaBatch::append(std::span<const int32_t> ids_, std::span<const int32_t> pos_,
+                       std::span<const int32_t> doc_start_, std::span<const int32_t> targets_) {
+  const int32_t base = int32_t(ids.size());
+  for (size_t t = 0; t < ids_.size(); ++t) {
+    ids.push_back(ids_[t]);
+    pos.push_back(pos_.empty() ? int32_t(t) : pos_[t]);
+    doc_start.push_back(base + (doc_start_.empty() ? 0 : doc_start_[t]));
+    targets.push_back(targets_[t]);
+  }
+}
+
+bool cuda_training_supported(const ModelConfig& c, const LoraConfig& lora, std::string* why) {
+  auto fail = [&](const std::string& m) {
+    if (why) *why = m;
+    return false;
+  };
+  for (const LayerSpec& ls : c.layers) {
+    if (ls.mixer != MixerKind::Attention) return fail("Qwen3.5 layers (gated attention, Gated DeltaNet)");
+    if (ls.ffn != FfnKind::Dense) return fail("MoE layers");
+  }
+  if (c.norm_zero_centered) return fail("zero-centred norms");
+  for (int t = int(LoraTarget::ExpertsGateUp); t < kLoraTargets; ++t)
+    if (lora.targets[size_t(t)]) return fail(std::string("the LoRA target ") + lora_target_short(LoraTarget(t)));
+  if (lora.dropout > 0) return fail("LoRA dropout");
+  if (c.head_dim > 256 || c.rotary_dim > c.head_dim) return fail("head dims over 256");
+  if (c.intermediate_size % 2 != 0) return fail("odd FFN widths");
+  return true;
+}
+
+#if TUNE_CUDA
+
+namespace {
+
+// Device memory owned by the model; all of it is allocated at construction.
+struct DeviceBuffer {
+  void* p = nullptr;
+  int64_t bytes = 0;
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(int64_t n) : bytes(n) {
+    if (n > 0) CUDA_CHECK(cudaMalloc(&p, size_t(n)));
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; o.bytes = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p, o.p);
+    std::swap(bytes, o.bytes);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (p) cudaFree(p);
+  }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+constexpr int64_t kAlignElems = 64;  // flat-buffer segments start 256-byte aligned (fp32)
+
+int64_t round_up(int64_t n, int64_t a) {
+  return (n + a - 1) / a * a;
+}
+
+void upload(void* dst, const Tensor& t, DType dt) {
+  const Tensor h = t.to(dt, Device::CPU);
+  CUDA_CHECK(cudaMemcpy(dst, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
+}
+
+// One LoRA target inside the flat parameter buffer; A offsets of a group are consecutive.
+struct LoraSlot {
+  bool on = false;
+  int64_t a = 0, b = 0;      // float offsets of A (r, in) and B (out, r)
+  int64_t in = 0, out = 0;
+  int64_t col = 0;           // first column of this target's output in the fused product
+};
+
+// Targets that share an input: their A's form one (n r, in) matrix at `a`.
+struct LoraGroup {
+  std::vector<LoraTarget> targets;
+  int64_t a = 0, in = 0;
+  int64_t n() const { return int64_t(targets.size()); }
+};
+
+struct Layer {
+  DeviceBuffer wqkv, bqkv, wo, wgu, wd, attn_norm, ffn_norm, q_norm, k_norm;
+  std::array<LoraSlot, kLoraTargets> lora{};
+  LoraGroup qkv, gu;
+};
+
+}  // namespace
+
+struct CudaLoraModel::Impl {
+  ModelConfig c;
+  LoraConfig lc;
+  int64_t max_T = 0, H = 0, nH = 0, nKV = 0, d = 0, I = 0, V = 0, Nqkv = 0, Nqk = 0, r = 0;
+  float s = 0;
+  bool flash = false;
+  int64_t head_chunk = 256;
+  CudaMemoryReport mem;
+
+  DeviceBuffer emb, out_norm, head;  // head empty when tied
+  std::vector<Layer> layers;
+
+  // LoRA: fp32 masters, their bf16 copies, fp32 gradients.
+  int64_t nparams = 0;
+  DeviceBuffer P, Pb, G;
+
+  // Batch inputs.
+  DeviceBuffer ids, pos, doc_start, rows, targets, loss, rope;  // rope: (T, rotary_dim / 2) (cos, sin)
+  // Checkpoints: the input of each layer and the final hidden state, (L + 1) x (T, H) bf16.
+  DeviceBuffer ckpt;
+  // Per-layer activations (recomputed in the backward) and gradients.
+  DeviceBuffer xn, qkv, qk, att, lse, xmid, xn2, u_qkv, u_o, u_gu, u_d, g_lora, dres, dres_b, dxn, region;
+  // `region` is shared by phases that never overlap: the FFN (gu, h, dh), the attention backward (datt, dqk,
+  // dqkv) and the output head's workspace.
+  int64_t off_h = 0, off_dh = 0, off_dqk = 0, off_dqkv = 0;
+  DeviceBuffer fa_ws;
+  // Contiguous q/k/v copies for head dims the fused attention does not cover (the reference kernel's layout).
+  DeviceBuffer cq, ck, cv, cdq, cdk, cdv;
+  DeviceBuffer dnorm;  // double scratch
+
+  void* gu() const { return region.p; }
+  void* h() const { return region.as<char>() + off_h; }
+  void* dh() const { return region.as<char>() + off_dh; }
+  void* datt() const { return region.p; }
+  void* dqk() const { return region.as<char>() + off_dqk; }
+  void* dqkv() const { return region.as<char>() + off_dqkv; }
+  void* x_at(int64_t l) const { return ckpt.as<char>() + l * max_T * H * 2; }
+  const void* head_w() const { return c.tie_word_embeddings ? emb.p : head.p; }
+  const uint16_t* Ab(int64_t off) const { return Pb.as<uint16_t>() + off; }
+
+  void init_shape(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens) {
+    std::string why;
+    if (!cuda_training_supported(config, lora, &why))
+      throw UnsupportedError("training on CUDA does not support " + why + " yet",
+                             "use --device cpu for this model or these LoRA settings");
+    c = config;
+    lc = lora;
+    max_T = max_tokens;
+    H = c.hidden_size;
+    nH = c.num_heads;
+    nKV = c.num_kv_heads;
+    d = c.head_dim;
+    I = c.intermediate_size;
+    V = c.vocab_size;
+    Nqkv = (nH + 2 * nKV) * d;
+    Nqk = (nH + nKV) * d;
+    r = lora.rank;
+    s = float(lora.scale());
+    flash = cuda::flash_attention_supported(d);
+  }
+
+  void alloc_weights() {
+    const int64_t L = c.num_layers;
+    emb = DeviceBuffer(V * H * 2);
+    out_norm = DeviceBuffer(H * 4);
+    if (!c.tie_word_embeddings) head = DeviceBuffer(V * H * 2);
+    mem.weights += emb.bytes + out_norm.bytes + head.bytes;
+    layers.resize(size_t(L));
+    for (Layer& ly : layers) {
+      ly.wqkv = DeviceBuffer(Nqkv * H * 2);
+      if (c.attention_bias) ly.bqkv = DeviceBuffer(Nqkv * 2);
+      ly.wo = DeviceBuffer(H * nH * d * 2);
+      ly.wgu = DeviceBuffer(2 * I * H * 2);
+      ly.wd = DeviceBuffer(H * I * 2);
+      ly.attn_norm = DeviceBuffer(H * 4);
+      ly.ffn_norm = DeviceBuffer(H * 4);
+      if (c.qk_norm) {
+        ly.q_norm = DeviceBuffer(d * 4);
+        ly.k_norm = DeviceBuffer(d * 4);
+      }
+      mem.weights += ly.wqkv.bytes + ly.bqkv.bytes + ly.wo.bytes + ly.wgu.bytes + ly.wd.bytes +
+                     ly.attn_norm.bytes + ly.ffn_norm.bytes + ly.q_norm.bytes + ly.k_norm.bytes;
+    }
+  }
+
+  // Lays out the LoRA parameters: per layer [A_q A_k A_v] B_q B_k B_v A_o B_o [A_gate A_up] B_gate B_up A_down
+  // B_down (absent targets skipped), each segment aligned.
+  void plan_lora() {
+    int64_t off = 0;
+    auto take = [&](int64_t n) {
+      const int64_t o = off;
+      off += round_up(n, kAlignElems);
+      return o;
+    };
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      Layer& ly = layers[size_t(l)];
+      auto group = [&](LoraGroup& g, std::initializer_list<LoraTarget> ts, int64_t in) {
+        g.in = in;
+        int64_t col = 0;
+        for (LoraTarget t : ts) {
+          LoraSlot& sl = ly.lora[size_t(t)];
+          sl.in = in;
+          sl.out = LoraAdapter::target_shape(c, l, t).second;
+          sl.col = col;
+          col += sl.out;
+          if (lc.targets[size_t(t)]) {
+            sl.on = true;
+            g.targets.push_back(t);
+          }
+        }
+        g.a = off;
+        for (size_t i = 0; i < g.targets.size(); ++i) ly.lora[size_t(g.targets[i])].a = g.a + int64_t(i) * r * in;
+        take(g.n() * r * in);
+        for (LoraTarget t : g.targets) ly.lora[size_t(t)].b = take(ly.lora[size_t(t)].out * r);
+      };
+      group(ly.qkv, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H);
+      LoraGroup o, dn;
+      group(o, {LoraTarget::O}, nH * d);
+      group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H);
+      group(dn, {LoraTarget::Down}, I);
+    }
+    nparams = off;
+    P = DeviceBuffer(nparams * 4);
+    Pb = DeviceBuffer(nparams * 2);
+    G = DeviceBuffer(nparams * 4);
+    CUDA_CHECK(cudaMemset(P.p, 0, size_t(P.bytes)));
+    CUDA_CHECK(cudaMemset(G.p, 0, size_t(G.bytes)));
+    mem.lora = P.bytes + Pb.bytes + G.bytes;
+  }
+
+  void alloc_activations() {
+    const int64_t T = max_T, L = c.num_layers;
+    auto bf = [&](int64_t n) {
+      DeviceBuffer b(n * 2);
+      mem.activations += b.bytes;
+      return b;
+    };
+    auto f32 = [&](int64_t n) {
+      DeviceBuffer b(n * 4);
+      mem.activations += b.bytes;
+      return b;
+    };
+    ids = DeviceBuffer(T * 4);
+    pos = DeviceBuffer(T * 4);
+    doc_start = DeviceBuffer(T * 4);
+    rows = DeviceBuffer(T * 4);
+    targets = DeviceBuffer(T * 4);
+    loss = DeviceBuffer(T * 4);
+    mem.activations += 6 * T * 4;
+    rope = f32(T * c.rotary_dim);
+    ckpt = DeviceBuffer((L + 1) * T * H * 2);
+    mem.checkpoints = ckpt.bytes;
+    xn = bf(T * H);
+    qkv = bf(T * Nqkv);
+    qk = bf(T * Nqk);
+    att = bf(T * nH * d);
+    lse = f32(nH * T);
+    xmid = bf(T * H);
+    xn2 = bf(T * H);
+    u_qkv = bf(T * 3 * r);
+    u_o = bf(T * r);
+    u_gu = bf(T * 2 * r);
+    u_d = bf(T * r);
+    g_lora = bf(T * 3 * r);
+    dres = f32(T * H);
+    dres_b = bf(T * H);
+    dxn = bf(T * H);
+    auto al = [](int64_t b) { return round_up(b, 256); };
+    off_h = al(T * 2 * I * 2);
+    off_dh = off_h + al(T * I * 2);
+    const int64_t ffn = off_dh + al(T * I * 2);
+    off_dqk = al(T * nH * d * 2);
+    off_dqkv = off_dqk + al(T * Nqk * 2);
+    const int64_t attn = off_dqkv + al(T * Nqkv * 2);
+    // The head's chunk: as many rows as fit in the larger of the two other phases, at least 64, at most 1024.
+    const int64_t other = std::max(ffn, attn);
+    head_chunk = 1024;
+    while (head_chunk > 64 && cuda::lm_head_loss_workspace_bytes(head_chunk, H, V) > other) head_chunk /= 2;
+    region = DeviceBuffer(std::max(other, cuda::lm_head_loss_workspace_bytes(head_chunk, H, V)));
+    mem.activations += region.bytes;
+    if (flash) {
+      fa_ws = DeviceBuffer(int64_t(cuda::flash_attention_bwd_workspace_bytes(fa_shape(T))));
+    } else {
+      cq = bf(T * nH * d);
+      ck = bf(T * nKV * d);
+      cv = bf(T * nKV * d);
+      cdq = bf(T * nH * d);
+      cdk = bf(T * nKV * d);
+      cdv = bf(T * nKV * d);
+    }
+    dnorm = DeviceBuffer(8);
+    mem.workspace = fa_ws.bytes + cuda::gemm_workspace_bytes();
+  }
+
+  cuda::FlashAttnShape fa_shape(int64_t T) const {
+    cuda::FlashAttnShape f;
+    f.T = T;
+    f.nH = nH;
+    f.nKV = nKV;
+    f.d = d;
+    f.q_stride = Nqk;
+    f.k_stride = Nqk;
+    f.v_stride = Nqkv;
+    f.o_stride = nH * d;
+    return f;
+  }
+
+  // ---- products ----
+
+  // D (T, N) [ld] (+)= a (T, K) [lda] W^T, W (N, K) bf16.
+  static void mm(int64_t T, int64_t N, int64_t K, const void* a, int64_t lda, const void* W, void* D, int64_t ldd,
+                 float beta = 0.0f, const void* C = nullptr, const void* bias = nullptr) {
+    cuda::gemm(T, N, K, 1.0f, {a, lda, false}, {W, K, true}, DType::BF16, beta, beta != 0.0f ? (C ? C : D) : nullptr,
+               D, ldd, DType::BF16, bias);
+  }
+  // D (T, K) [ldd] (+)= dy (T, N) [ldy] W, W (N, K) bf16: the input gradient of a linear.
+  static void mm_t(int64_t T, int64_t N, int64_t K, const void* dy, int64_t ldy, const void* W, void* D, int64_t ldd,
+                   float beta = 0.0f) {
+    cuda::gemm(T, K, N, 1.0f, {dy, ldy, false}, {W, K, false}, DType::BF16, beta, beta != 0.0f ? D : nullptr, D,
+               ldd, DType::BF16);
+  }
+
+  // LoRA forward of a group with input a (T, in): u = a A_grp^T (T, n r); y[:, col_t] += s u_t B_t^T.
+  void lora_fwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* a, int64_t lda, void* u, void* y,
+                int64_t ldy) {
+    if (g.n() == 0) return;
+    const int64_t nr = g.n() * r;
+    cuda::gemm(T, nr, g.in, 1.0f, {a, lda, false}, {Ab(g.a), g.in, true}, DType::BF16, 0.0f, nullptr, u, nr,
+               DType::BF16);
+    for (int64_t i = 0; i < g.n(); ++i) {
+      const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
+      void* yc = static_cast<char*>(y) + sl.col * 2;
+      cuda::gemm(T, sl.out, r, s, {static_cast<const char*>(u) + i * r * 2, nr, false}, {Ab(sl.b), r, true},
+                 DType::BF16, 1.0f, yc, yc, ldy, DType::BF16);
+    }
+  }
+
+  // LoRA backward of a group, given dy (T, ldy) of the fused output, the input a and the forward's u:
+  // dB_t += s dy_t^T u_t, g_t = s dy_t B_t (left in g_lora for lora_dx), dA_grp += g^T a.
+  void lora_bwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* dy, int64_t ldy, const void* a,
+                int64_t lda, const void* u) {
+    if (g.n() == 0) return;
+    const int64_t nr = g.n() * r;
+    float* Gp = G.as<float>();
+    for (int64_t i = 0; i < g.n(); ++i) {
+      const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
+      const void* dyc = static_cast<const char*>(dy) + sl.col * 2;
+      cuda::gemm(sl.out, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, nr, false},
+                 DType::BF16, 1.0f, Gp + sl.b, Gp + sl.b, r, DType::F32);
+      cuda::gemm(T, r, sl.out, s, {dyc, ldy, false}, {Ab(sl.b), r, false}, DType::BF16, 0.0f, nullptr,
+                 g_lora.as<char>() + i * r * 2, nr, DType::BF16);
+    }
+    cuda::gemm(nr, g.in, T, 1.0f, {g_lora.p, nr, true}, {a, lda, false}, DType::BF16, 1.0f, Gp + g.a, Gp + g.a,
+               g.in, DType::F32);
+  }
+
+  // da (T, in) += g A_grp with the g of the group's lora_bwd; runs after the base product that overwrites da.
+  void lora_dx(const LoraGroup& g, int64_t T, void* da, int64_t ldda) {
+    if (g.n() == 0) return;
+    const int64_t nr = g.n() * r;
+    cuda::gemm(T, g.in, nr, 1.0f, {g_lora.p, nr, false}, {Ab(g.a), g.in, false}, DType::BF16, 1.0f, da, da, ldda,
+               DType::BF16);
+  }
+
+  LoraGroup single(const Layer& ly, LoraTarget t) const {
+    LoraGroup g;
+    const LoraSlot& sl = ly.lora[size_t(t)];
+    g.in = sl.in;
+    g.a = sl.a;
+    if (sl.on) g.targets.push_back(t);
+    return g;
+  }
+
+  cuda::QkNormRope qk_params(const Layer& ly, int64_t T) const {
+    cuda::QkNormRope p;
+    p.T = T;
+    p.nQ = nH;
+    p.nK = nKV;
+    p.d = d;
+    p.rotary_dim = c.rotary_dim;
+    p.wq = c.qk_norm ? ly.q_norm.as<float>() : nullptr;
+    p.wk = c.qk_norm ? ly.k_norm.as<float>() : nullptr;
+    p.eps = float(c.rms_norm_eps);
+    p.rope = rope.as<float>();
+    return p;
+  }
+
+  float attn_scale() const { return float(1.0 / std::sqrt(double(d))); }
+
+  // Attention forward (att, lse) from qk and qkv's v.
+  void attention_fwd(int64_t T) {
+    const char* v = qkv.as<char>() + Nqk * 2;
+    if (flash) {
+      cuda::flash_attention_fwd(qk.p, qk.as<char>() + nH * d * 2, v, doc_start.as<int32_t>(), attn_scale(), att.p,
+                                lse.as<float>(), fa_shape(T), nullptr);
+      return;
+    }
+    CUDA_CHECK(cudaMemcpy2D(cq.p, nH * d * 2, qk.p, Nqk * 2, nH * d * 2, T, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(ck.p, nKV * d * 2, qk.as<char>() + nH * d * 2, Nqk * 2, nKV * d * 2, T,
+                            cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(cv.p, nKV * d * 2, v, Nqkv * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
+    cuda::attention_fwd(cq.p, ck.p, cv.p, doc_start.as<int32_t>(), attn_scale(), att.p, T, nH, nKV, d, DType::BF16);
+  }
+
+  // Attention backward: datt -> dqk (q, k parts) and dqkv's v part.
+  void attention_bwd(int64_t T) {
+    const char* v = qkv.as<char>() + Nqk * 2;
+    char* dv = static_cast<char*>(dqkv()) + Nqk * 2;
+    if (flash) {
+      cuda::flash_attention_bwd(qk.p, qk.as<char>() + nH * d * 2, v, att.p, datt(), lse.as<float>(),
+                                doc_start.as<int32_t>(), attn_scale(), dqk(), static_cast<char*>(dqk()) + nH * d * 2,
+                                dv, fa_ws.p, fa_shape(T), nullptr);
+      return;
+    }
+    cuda::attention_bwd(cq.p, ck.p, cv.p, doc_start.as<int32_t>(), attn_scale(), datt(), cdq.p, cdk.p, cdv.p, T, nH,
+                        nKV, d, DType::BF16);
+    CUDA_CHECK(cudaMemcpy2D(dqk(), Nqk * 2, cdq.p, nH * d * 2, nH * d * 2, T, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(static_cast<char*>(dqk()) + nH * d * 2, Nqk * 2, cdk.p, nKV * d * 2, nKV * d * 2, T,
+                            cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(dv, Nqkv * 2, cdv.p, nKV * d * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
+  }
+
+  // Forward of layer l from x_in; writes x_out unless null (the backward's recompute needs everything but it).
+  void layer_fwd(int64_t l, int64_t T, const void* x_in, void* x_out) {
+    const Layer& ly = layers[size_t(l)];
+    const float eps = float(c.rms_norm_eps);
+    cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, eps, false, xn.p, T, H, DType::BF16, DType::F32);
+    mm(T, Nqkv, H, xn.p, H, ly.wqkv.p, qkv.p, Nqkv, 0.0f, nullptr, ly.bqkv.p);
+    lora_fwd(ly, ly.qkv, T, xn.p, H, u_qkv.p, qkv.p, Nqkv);
+    cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, Nqkv, qk.p, Nqk);
+    attention_fwd(T);
+    mm(T, H, nH * d, att.p, nH * d, ly.wo.p, xmid.p, H, 1.0f, x_in);
+    lora_fwd(ly, single(ly, LoraTarget::O), T, att.p, nH * d, u_o.p, xmid.p, H);
+    cuda::rmsnorm_fwd(xmid.p, ly.ffn_norm.p, eps, false, xn2.p, T, H, DType::BF16, DType::F32);
+    mm(T, 2 * I, H, xn2.p, H, ly.wgu.p, gu(), 2 * I);
+    lora_fwd(ly, ly.gu, T, xn2.p, H, u_gu.p, gu(), 2 * I);
+    cuda::swiglu_fused_fwd(gu(), h(), T, I);
+    const LoraGroup dn = single(ly, LoraTarget::Down);
+    if (x_out) {
+      mm(T, H, I, h(), I, ly.wd.p, x_out, H, 1.0f, xmid.p);
+      lora_fwd(ly, dn, T, h(), I, u_d.p, x_out, H);
+    } else if (dn.n() > 0) {
+      cuda::gemm(T, r, I, 1.0f, {h(), I, false}, {Ab(dn.a), I, true}, DType::BF16, 0.0f, nullptr, u_d.p, r,
+                 DType::BF16);
+    }
+  }
+
+  // Backward of layer l (after layer_fwd(l, ..., nullptr)): dres/dres_b hold dL/dx_out on entry, dL/dx_in on exit.
+  void layer_bwd(int64_t l, int64_t T, const void* x_in) {
+    const Layer& ly = layers[size_t(l)];
+    const float eps = float(c.rms_norm_eps);
+    // FFN.
+    lora_bwd(ly, single(ly, LoraTarget::Down), T, dres_b.p, H, h(), I, u_d.p);
+    mm_t(T, H, I, dres_b.p, H, ly.wd.p, dh(), I);
+    lora_dx(single(ly, LoraTarget::Down), T, dh(), I);
+    cuda::swiglu_fused_bwd(gu(), dh(), gu(), T, I);  // dgu overwrites gu in place
+    void* dgu = gu();
+    lora_bwd(ly, ly.gu, T, dgu, 2 * I, xn2.p, H, u_gu.p);
+    mm_t(T, 2 * I, H, dgu, 2 * I, ly.wgu.p, dxn.p, H);
+    lora_dx(ly.gu, T, dxn.p, H);
+    cuda::rmsnorm_bwd_residual(xmid.p, ly.ffn_norm.as<float>(), dxn.p, eps, false, dres.as<float>(), dres_b.p, T, H);
+    // Attention.
+    lora_bwd(ly, single(ly, LoraTarget::O), T, dres_b.p, H, att.p, nH * d, u_o.p);
+    mm_t(T, H, nH * d, dres_b.p, H, ly.wo.p, datt(), nH * d);
+    lora_dx(single(ly, LoraTarget::O), T, datt(), nH * d);
+    attention_bwd(T);
+    cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv.p, Nqkv, dqk(), Nqk, dqkv(), Nqkv);
+    lora_bwd(ly, ly.qkv, T, dqkv(), Nqkv, xn.p, H, u_qkv.p);
+    mm_t(T, Nqkv, H, dqkv(), Nqkv, ly.wqkv.p, dxn.p, H);
+    lora_dx(ly.qkv, T, dxn.p, H);
+    cuda::rmsnorm_bwd_residual(x_in, ly.attn_norm.as<float>(), dxn.p, eps, false, dres.as<float>(), dres_b.p, T, H);
+  }
+
+  double forward_backward(const CudaBatch& b, float grad_scale) {
+    const int64_t T = b.size(), L = c.num_layers;
+    if (T == 0) return 0;
+    if (T > max_T)
+      throw ConfigError("a micro-batch of " + std::to_string(T) + " tokens exceeds the planned " +
+                            std::to_string(max_T),
+                        "lower --batch-size or --seq-len");
+    std::vector<int32_t> rws, tgs;
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t id = b.ids[size_t(t)];
+      if (id < 0 || id >= V)
+        throw ConfigError("token id " + std::to_string(id) + " at position " + std::to_string(t) +
+                              " is outside the vocabulary of " + std::to_string(V),
+                          "the data was tokenized for another model");
+      const int32_t y = b.targets[size_t(t)];
+      if (y == -100) continue;
+      if (y < 0 || y >= V)
+        throw ConfigError("target id " + std::to_string(y) + " at position " + std::to_string(t) +
+                              " is outside the vocabulary", "the data was tokenized for another model");
+      rws.push_back(int32_t(t));
+      tgs.push_back(y);
+    }
+    const int64_t n = int64_t(rws.size());
+    CUDA_CHECK(cudaMemcpy(ids.p, b.ids.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(pos.p, b.pos.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(doc_start.p, b.doc_start.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(rows.p, rws.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(targets.p, tgs.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
+
+    cuda::rope_table(pos.as<int32_t>(), T, c.rotary_dim, c.rope_theta, rope.as<float>());
+    int32_t bad = 0;
+    cuda::embedding_fwd(ids.as<int32_t>(), emb.p, DType::BF16, x_at(0), DType::BF16, T, V, H, &bad);
+    for (int64_t l = 0; l < L; ++l) layer_fwd(l, T, x_at(l), x_at(l + 1));
+    if (n == 0) return 0;
+
+    // Head: xf = norm(x_L) into xn; the loss's gradient w.r.t. xf lands in dres (f32), then through the norm.
+    const float eps = float(c.rms_norm_eps);
+    cuda::rmsnorm_fwd(x_at(L), out_norm.p, eps, false, xn.p, T, H, DType::BF16, DType::F32);
+    CUDA_CHECK(cudaMemsetAsync(dres.p, 0, size_t(T * H * 4)));
+    cuda::lm_head_loss(xn.p, head_w(), rows.as<int32_t>(), targets.as<int32_t>(), n, H, V, grad_scale,
+                       dres.as<float>(), loss.as<float>(), head_chunk, region.p);
+    cuda::cast_f32_to_bf16(dres.as<float>(), dxn.p, T * H);
+    CUDA_CHECK(cudaMemsetAsync(dres.p, 0, size_t(T * H * 4)));
+    cuda::rmsnorm_bwd_residual(x_at(L), out_norm.as<float>(), dxn.p, eps, false, dres.as<float>(), dres_b.p, T, H);
+    for (int64_t l = L - 1; l >= 0; --l) {
+      layer_fwd(l, T, x_at(l), nullptr);
+      layer_bwd(l, T, x_at(l));
+    }
+    std::vector<float> losses(static_cast<size_t>(n));
+    CUDA_CHECK(cudaMemcpy(losses.data(), loss.p, size_t(n) * 4, cudaMemcpyDeviceToHost));
+    double sum = 0;
+    for (float v : losses) sum += double(v);
+    return sum;
+  }
+
+  void upload_weights(const Model& m) {
+    const ModelWeights& w = m.weights;
+    upload(emb.p, w.token_embd, DType::BF16);
+    upload(out_norm.p, w.output_norm, DType::F32);
+    if (!c.tie_word_embeddings) upload(head.p, w.output, DType::BF16);
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      const LayerWeights& lw = w.layers[size_t(l)];
+      Layer& ly = layers[size_t(l)];
+      const int64_t qn = nH * d * H, kn = nKV * d * H;
+      upload(ly.wqkv.p, lw.attn_q, DType::BF16);
+      upload(ly.wqkv.as<char>() + qn * 2, lw.attn_k, DType::BF16);
+      upload(ly.wqkv.as<char>() + (qn + kn) * 2, lw.attn_v, DType::BF16);
+      if (c.attention_bias) {
+        upload(ly.bqkv.p, lw.attn_q_bias, DType::BF16);
+        upload(ly.bqkv.as<char>() + nH * d * 2, lw.attn_k_bias, DType::BF16);
+        upload(ly.bqkv.as<char>() + Nqk * 2, lw.attn_v_bias, DType::BF16);
+      }
+      upload(ly.wo.p, lw.attn_output, DType::BF16);
+      upload(ly.wgu.p, lw.ffn_gate, DType::BF16);
+      upload(ly.wgu.as<char>() + I * H * 2, lw.ffn_up, DType::BF16);
+      upload(ly.wd.p, lw.ffn_down, DType::BF16);
+      upload(ly.attn_norm.p, lw.attn_norm, DType::F32);
+      upload(ly.ffn_norm.p, lw.ffn_norm, DType::F32);
+      if (c.qk_norm) {
+        upload(ly.q_norm.p, lw.attn_q_norm, DType::F32);
+        upload(ly.k_norm.p, lw.attn_k_norm, DType::F32);
+      }
+    }
+  }
+
+  void random_weights(uint64_t seed) {
+    uint64_t k = seed * 1000003ull;
+    auto normal = [&](const DeviceBuffer& b) { cuda::fill_normal(b.p, DType::BF16, b.bytes / 2, ++k, 0.0f, 0.02f); };
+    auto ones = [&](const DeviceBuffer& b) { cuda::fill_constant(b.p, DType::F32, b.bytes / 4, 1.0f); };
+    normal(emb);
+    ones(out_norm);
+    if (!c.tie_word_embeddings) normal(head);
+    for (Layer& ly : layers) {
+      normal(ly.wqkv);
+      if (ly.bqkv.p) normal(ly.bqkv);
+      normal(ly.wo);
+      normal(ly.wgu);
+      normal(ly.wd);
+      ones(ly.attn_norm);
+      ones(ly.ffn_norm);
+      if (ly.q_norm.p) {
+        ones(ly.q_norm);
+        ones(ly.k_norm);
+      }
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  void upload_adapter(const LoraAdapter& a) {
+    std::vector<float> host(size_t(nparams), 0.0f);
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      for (int t = 0; t < kLoraTargets; ++t) {
+        const LoraSlot& sl = layers[size_t(l)].lora[size_t(t)];
+        if (!sl.on) continue;
+        const LoraWeights& w = a.layers[size_t(l)][size_t(t)];
+        TUNE_CHECK(w.defined() && w.A.numel() == r * sl.in && w.B.numel() == sl.out * r)
+            << "CUDA LoRA layout differs from the adapter at layer " << l << " target " << lora_target_short(LoraTarget(t));
+        std::memcpy(host.data() + sl.a, w.A.f32(), size_t(w.A.numel()) * 4);
+        std::memcpy(host.data() + sl.b, w.B.f32(), size_t(w.B.numel()) * 4);
+      }
+    CUDA_CHECK(cudaMemcpy(P.p, host.data(), size_t(nparams) * 4, cudaMemcpyHostToDevice));
+    cuda::cast_f32_to_bf16(P.as<float>(), Pb.p, nparams);
+  }
+
+  void download_adapter(LoraAdapter& a) const {
+    std::vector<float> hp(static_cast<size_t>(nparams)), hg(static_cast<size_t>(nparams));
+    CUDA_CHECK(cudaMemcpy(hp.data(), P.p, size_t(nparams) * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(hg.data(), G.p, size_t(nparams) * 4, cudaMemcpyDeviceToHost));
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      for (int t = 0; t < kLoraTargets; ++t) {
+        const LoraSlot& sl = layers[size_t(l)].lora[size_t(t)];
+        if (!sl.on) continue;
+        LoraWeights& w = a.layers[size_t(l)][size_t(t)];
+        std::memcpy(w.A.f32(), hp.data() + sl.a, size_t(w.A.numel()) * 4);
+        std::memcpy(w.B.f32(), hp.data() + sl.b, size_t(w.B.numel()) * 4);
+        if (w.dA.defined()) std::memcpy(w.dA.f32(), hg.data() + sl.a, size_t(w.dA.numel()) * 4);
+        if (w.dB.defined()) std::memcpy(w.dB.f32(), hg.data() + sl.b, size_t(w.dB.numel()) * 4);
+      }
+  }
+};
+
+CudaLoraModel::CudaLoraModel(const Model& model, const LoraAdapter& adapter, int64_t max_tokens)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->init_shape(model.config, adapter.config, max_tokens);
+  impl_->alloc_weights();
+  impl_->plan_lora();
+  impl_->alloc_activations();
+  impl_->upload_weights(model);
+  impl_->upload_adapter(adapter);
+}
+
+CudaLoraModel::CudaLoraModel(const ModelConfig& config, const LoraAdapter& adapter, uint64_t seed,
+                             int64_t max_tokens)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->init_shape(config, adapter.config, max_tokens);
+  impl_->alloc_weights();
+  impl_->plan_lora();
+  impl_->alloc_activations();
+  impl_->random_weights(seed);
+  impl_->upload_adapter(adapter);
+}
+
+CudaLoraModel::~CudaLoraModel() = default;
+
+void CudaLoraModel::upload_adapter(const LoraAdapter& a) { impl_->upload_adapter(a); }
+void CudaLoraModel::download_adapter(LoraAdapter& a) const { impl_->download_adapter(a); }
+void CudaLoraModel::zero_grad() { CUDA_CHECK(cudaMemsetAsync(impl_->G.p, 0, size_t(impl_->G.bytes))); }
+double CudaLoraModel::forward_backward(const CudaBatch& b, float grad_scale) {
+  return impl_->forward_backward(b, grad_scale);
+}
+void CudaLoraModel::params_changed() { cuda::cast_f32_to_bf16(impl_->P.as<float>(), impl_->Pb.p, impl_->nparams); }
+float* CudaLoraModel::params() { return impl_->P.as<float>(); }
+float* CudaLoraModel::grads() { return impl_->G.as<float>(); }
+int64_t CudaLoraModel::num_params() const { return impl_->nparams; }
+int64_t CudaLoraModel::max_tokens() const { return impl_->max_T; }
+std::vector<int64_t> CudaLoraModel::param_offsets() const {
+  std::vector<int64_t> offs;
+  for (const Layer& ly : impl_->layers)
+    for (const LoraSlot& sl : ly.lora)
+      if (sl.on) {
+        offs.push_back(sl.a);
+        offs.push_back(sl.b);
+      }
+  return offs;
+}
+const CudaMemoryReport& CudaLoraModel::memory() const { return impl_->mem; }
+
+#else  // !TUNE_CUDA
+
+struct CudaLoraModel::Impl {};
+
+namespace {
+[[noreturn]] void no_cuda() {
+  throw UnsupportedError("this build of tune has no CUDA support", "rebuild on a machine with the CUDA toolkit (nvcc)");
+}
+}  // namespace
+
+CudaLoraModel::CudaLoraModel(const Model&, const LoraAdapter&, int64_t) { no_cuda(); }
+CudaLoraModel::CudaLoraModel(const ModelConfig&, const LoraAdapter&, uint64_t, int64_t) { no_cuda(); }
+CudaLoraModel::~CudaLoraModel() = default;
+void CudaLoraModel::upload_adapter(const LoraAdapter&) { no_cuda(); }
+void CudaLoraModel::download_adapter(LoraAdapter&) const { no_cuda(); }
+void CudaLoraModel::zero_grad() { no_cuda(); }
+double CudaLoraModel::forward_backward(const CudaBatch&, float) { no_cuda(); }
+void CudaLoraModel::params_changed() { no_cuda(); }
+float* CudaLoraModel::params() { no_cuda(); }
+float* CudaLoraModel::grads() { no_cuda(); }
+int64_t CudaLoraModel::num_params() const { no_cuda(); }
+int64_t CudaLoraModel::max_tokens() const { no_cuda(); }
+std::vector<int64_t> CudaLoraModel::param_offsets() const { no_cuda(); }
+const CudaMemoryReport& CudaLoraModel::memory() const { no_cuda(); }
+
+#endif
+
+}  // namespace tune

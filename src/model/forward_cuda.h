@@ -1,0 +1,75 @@
+// The LoRA training forward and backward of a dense Qwen2/Qwen2.5/Qwen3 model on one CUDA GPU.
+// Memory plan (see DESIGN.md, "Training memory plan"): base weights bf16 and frozen (q/k/v and gate/up fused into
+// one matrix each), norm weights f32; LoRA A/B as fp32 masters with bf16 copies for the products and fp32
+// gradients, all in flat buffers (one optimizer launch covers them). The forward keeps only each layer's input
+// (bf16); the backward recomputes a layer from it, then runs that layer's backward. Every buffer is sized once
+// for `max_tokens` tokens, so a step allocates nothing. The output head and cross-entropy run fused and chunked
+// over the trained tokens only. A micro-batch is a list of token rows concatenated into one stream: attention
+// stays inside each document (doc_start), so no padding is ever computed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/lora.h"
+#include "model/model.h"
+
+namespace tune {
+
+// One micro-batch as host arrays of equal length T: ids, RoPE positions, doc_start[t] (stream index of the first
+// token of t's document) and targets (-100 = not trained).
+struct CudaBatch {
+  std::vector<int32_t> ids, pos, doc_start, targets;
+  void append(std::span<const int32_t> ids_, std::span<const int32_t> pos_, std::span<const int32_t> doc_start_,
+              std::span<const int32_t> targets_);
+  int64_t size() const { return int64_t(ids.size()); }
+};
+
+struct CudaMemoryReport {
+  int64_t weights = 0, checkpoints = 0, activations = 0, lora = 0, workspace = 0;
+  int64_t total() const { return weights + checkpoints + activations + lora + workspace; }
+};
+
+class CudaLoraModel {
+ public:
+  // Copies `model`'s weights to the GPU (bf16) and takes the LoRA layout and values of `adapter`.
+  CudaLoraModel(const Model& model, const LoraAdapter& adapter, int64_t max_tokens);
+  // A model of `config`'s shape with seeded random weights made on the GPU (matrices ~ N(0, 0.02), norms 1) and
+  // `adapter`: benchmarks of real shapes without the weights ever on the host.
+  CudaLoraModel(const ModelConfig& config, const LoraAdapter& adapter, uint64_t seed, int64_t max_tokens);
+  ~CudaLoraModel();
+  CudaLoraModel(const CudaLoraModel&) = delete;
+  CudaLoraModel& operator=(const CudaLoraModel&) = delete;
+
+  // Adapter values host <-> device (A and B; gradients too on download).
+  void upload_adapter(const LoraAdapter& adapter);
+  void download_adapter(LoraAdapter& adapter) const;
+
+  void zero_grad();
+  // Runs one micro-batch: returns the summed cross-entropy over its trained tokens and adds
+  // grad_scale * d(that sum)/d(A, B) to the gradients.
+  double forward_backward(const CudaBatch& batch, float grad_scale);
+  // After the optimizer changed the fp32 masters: refreshes their bf16 copies.
+  void params_changed();
+
+  float* params();  // device, num_params() floats (padding between tensors stays 0)
+  float* grads();
+  int64_t num_params() const;
+  // Float offsets of every A and B in the flat buffers, in lora_param_refs order (layer, target, A then B).
+  std::vector<int64_t> param_offsets() const;
+  int64_t max_tokens() const;
+  const CudaMemoryReport& memory() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Whether the CUDA training path handles this model and adapter; the reason otherwise (for a clear error).
+bool cuda_training_supported(const ModelConfig& config, const LoraConfig& lora, std::string* why);
+
+}  // namespace tune

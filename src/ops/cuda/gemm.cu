@@ -1,0 +1,153 @@
+// cuBLASLt GEMMs for the training path. Row-major D = op(A) op(B) is computed as the column-major product
+// D^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B and its "B" is our A, with the transposes read off the storage
+// (see gemm.h). One plan per distinct call is built on first use and reused.
+#include <cublasLt.h>
+
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "ops/cuda/blas.h"
+#include "ops/gemm.h"
+
+namespace tune::cuda {
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+cudaDataType_t lt_type(DType dt) {
+  TUNE_CHECK(dt == DType::BF16 || dt == DType::F32) << "gemm: no cuBLASLt type for " << dtype_name(dt);
+  return dt == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+// Largest power of two (<= 256) dividing the address: cuBLASLt picks kernels by the alignment it is promised.
+int alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int al = 256;
+  while (al > 1 && (a % uintptr_t(al)) != 0) al /= 2;
+  return al;
+}
+
+struct Key {
+  int64_t M, N, K, lda, ldb, ldd;
+  int ta, tb, ab, d, bias, beta_zero, al_a, al_b, al_d;
+  bool operator==(const Key& o) const { return std::memcmp(this, &o, sizeof(Key)) == 0; }
+};
+
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(&k);
+    size_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(Key); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+  }
+};
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct Context {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::mutex mu;
+  std::unordered_map<Key, Plan, KeyHash> plans;
+};
+
+// Never destroyed: at process exit the CUDA context may already be gone.
+Context& context() {
+  static Context* ctx = [] {
+    auto* c = new Context;
+    CUBLAS_CHECK(cublasLtCreate(&c->handle));
+    CUDA_CHECK(cudaMalloc(&c->workspace, kWorkspaceBytes));
+    return c;
+  }();
+  return *ctx;
+}
+
+Plan make_plan(Context& ctx, const Key& k) {
+  Plan p;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // cuBLASLt "A" = our B (opB(B)^T is N x K), cuBLASLt "B" = our A (opA(A)^T is K x M).
+  const cublasOperation_t opa = k.tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = k.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  if (k.bias) {
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    const cudaDataType_t bt = lt_type(DType(k.d));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+  }
+  const cudaDataType_t ab = lt_type(DType(k.ab)), dt = lt_type(DType(k.d));
+  // Column-major layouts of the row-major storage: a row-major (r, c) array is a column-major (c, r) one.
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, k.tb ? uint64_t(k.K) : uint64_t(k.N),
+                                            k.tb ? uint64_t(k.N) : uint64_t(k.K), k.ldb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab, k.ta ? uint64_t(k.M) : uint64_t(k.K),
+                                            k.ta ? uint64_t(k.K) : uint64_t(k.M), k.lda));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, dt, uint64_t(k.N), uint64_t(k.M), k.ldd));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = kWorkspaceBytes;
+  CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  // Split-K partial sums in fp32 (never reduced in a bf16 output type).
+  const uint32_t red = CUBLASLT_REDUCTION_SCHEME_INPLACE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+  CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+  const uint32_t al_a = uint32_t(k.al_b), al_b = uint32_t(k.al_a), al_d = uint32_t(k.al_d);
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                                      sizeof al_a));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                                      sizeof al_b));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
+                                                      sizeof al_d));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
+                                                      sizeof al_d));
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.desc, p.a, p.b, p.d, p.d, pref, 1, &res, &found));
+  cublasLtMatmulPreferenceDestroy(pref);
+  TUNE_CHECK(found > 0) << "gemm: cuBLASLt has no algorithm for M=" << k.M << " N=" << k.N << " K=" << k.K;
+  p.algo = res.algo;
+  return p;
+}
+
+}  // namespace
+
+void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B, DType ab_dtype, float beta,
+          const void* C, void* D, int64_t ldd, DType d_dtype, const void* bias, void* stream) {
+  if (M == 0 || N == 0) return;
+  TUNE_CHECK(beta == 0.0f || C == D || C != nullptr) << "gemm: beta != 0 needs C";
+  Context& ctx = context();
+  const Key key{M,         N,        K,
+                A.ld,      B.ld,     ldd,
+                A.trans,   B.trans,  int(ab_dtype),
+                int(d_dtype), bias != nullptr, beta == 0.0f,
+                alignment(A.data), alignment(B.data), std::min(alignment(D), C ? alignment(C) : 256)};
+  Plan* plan;
+  {
+    std::lock_guard<std::mutex> lock(ctx.mu);
+    auto it = ctx.plans.find(key);
+    if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, key)).first;
+    plan = &it->second;
+  }
+  if (bias)
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof bias));
+  CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->desc, &alpha, B.data, plan->a, A.data, plan->b, &beta,
+                                C ? C : D, plan->d, D, plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes,
+                                static_cast<cudaStream_t>(stream)));
+}
+
+int64_t gemm_workspace_bytes() {
+  return int64_t(kWorkspaceBytes);
+}
+
+}  // namespace tune::cuda

@@ -1,0 +1,29 @@
+// Dense matrix products on CUDA through cuBLASLt, in row-major terms (the layout of every tensor in tune):
+//   D (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C (M, N) [+ bias (N)]
+// A is stored (M, K) with row stride lda, or (K, M) when trans_a; B is stored (K, N) with row stride ldb, or
+// (N, K) when trans_b (a PyTorch weight [out, in] used as x W^T is B with trans_b). C and D share type and row
+// stride ldd and may be the same buffer (accumulate in place); C may be null when beta == 0. A and B share one
+// type (bf16 or f32), D is bf16 or f32; compute is fp32 (no TF32), split-K partial sums stay fp32.
+// Plans (descriptors + the heuristic's algorithm) are cached per shape, strides, types and pointer alignment,
+// so a training step allocates nothing. Plain C++ header: callers need no CUDA headers.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace tune::cuda {
+
+struct GemmOperand {
+  const void* data = nullptr;
+  int64_t ld = 0;  // row stride in elements
+  bool trans = false;
+};
+
+void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B, DType ab_dtype, float beta,
+          const void* C, void* D, int64_t ldd, DType d_dtype, const void* bias = nullptr, void* stream = nullptr);
+
+// Device bytes held by the GEMM workspace (for memory reports).
+int64_t gemm_workspace_bytes();
+
+}  // namespace tune::cuda

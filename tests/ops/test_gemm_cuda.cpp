@@ -1,0 +1,84 @@
+// cuBLASLt GEMMs (ops/gemm.h) against a double reference: every transpose combination, padded row strides,
+// accumulation in place and from a separate C, bias, bf16 and f32 outputs, odd sizes. bf16 inputs are exact in
+// the reference. The error bound is relative to the magnitude of the summed terms, |alpha| sum|a b| + |c| +
+// |bias|: fp32 accumulation leaves ~1e-6 of it, a bf16 output (where the product may be rounded before C and the
+// bias are added, as a bf16 framework would) about one bf16 ulp of it (kBf16Rtol).
+#include "cuda_test_util.h"
+#include "ops/gemm.h"
+
+namespace tune {
+
+namespace {
+
+// Element (i, j) of a row-major operand stored as (rows, ld) — transposed when `trans`.
+double at(const std::vector<double>& m, int64_t ld, bool trans, int64_t i, int64_t j) {
+  return trans ? m[size_t(j * ld + i)] : m[size_t(i * ld + j)];
+}
+
+}  // namespace
+
+TEST(GemmCuda, MatchesReference) {
+  TUNE_REQUIRE_CUDA();
+  struct Case {
+    int64_t M, N, K;
+  };
+  for (Case c : {Case{37, 29, 130}, Case{256, 128, 64}, Case{1, 300, 17}, Case{513, 8, 1024}}) {
+    for (int ta = 0; ta < 2; ++ta) {
+      for (int tb = 0; tb < 2; ++tb) {
+        for (DType ab : {DType::BF16, DType::F32}) {
+          for (DType dd : {DType::BF16, DType::F32}) {
+            if (ab == DType::F32 && dd == DType::BF16) continue;  // not a combination the training path uses
+            for (int mode = 0; mode < 3; ++mode) {  // 0: D = AB, 1: D += AB (C = D), 2: D = C + AB + bias
+              SCOPED_TRACE(testing::Message() << c.M << "x" << c.N << "x" << c.K << " ta " << ta << " tb " << tb
+                                              << " " << dtype_name(ab) << "->" << dtype_name(dd) << " mode " << mode);
+              const int64_t ar = ta ? c.K : c.M, ac = ta ? c.M : c.K, br = tb ? c.N : c.K, bc = tb ? c.K : c.N;
+              const int64_t lda = ac + 8, ldb = bc + 16, ldd = c.N + 24;
+              const Tensor A = test::rounded(test::randn({ar, lda}, 1), ab), B = test::rounded(test::randn({br, ldb}, 2), ab);
+              const Tensor C = test::rounded(test::randn({c.M, ldd}, 3), dd), bias = test::rounded(test::randn({c.N}, 4), dd);
+              const std::vector<double> a = test::doubles(A), b = test::doubles(B), cc = test::doubles(C),
+                                        bs = test::doubles(bias);
+              const float alpha = 0.75f;
+              std::vector<double> ref = cc, mag(cc.size());
+              for (int64_t i = 0; i < c.M; ++i)
+                for (int64_t j = 0; j < c.N; ++j) {
+                  double s = 0, m = 0;
+                  for (int64_t k = 0; k < c.K; ++k) {
+                    s += at(a, lda, ta, i, k) * at(b, ldb, tb, k, j);
+                    m += std::fabs(at(a, lda, ta, i, k) * at(b, ldb, tb, k, j));
+                  }
+                  double v = alpha * s;
+                  m *= alpha;
+                  if (mode >= 1) v += cc[size_t(i * ldd + j)], m += std::fabs(cc[size_t(i * ldd + j)]);
+                  if (mode == 2) v += bs[size_t(j)], m += std::fabs(bs[size_t(j)]);
+                  ref[size_t(i * ldd + j)] = v;
+                  mag[size_t(i * ldd + j)] = m;
+                }
+              const Tensor Ad = test::on_cuda(A, ab), Bd = test::on_cuda(B, ab), Cd = test::on_cuda(C, dd),
+                           biasd = test::on_cuda(bias, dd);
+              // mode 1 accumulates into D (= C); mode 2 reads C from its own buffer into a NaN-filled D.
+              Tensor D = mode == 2 ? test::poisoned({c.M, ldd}, dd) : test::on_cuda(C, dd);
+              const void* Cp = mode == 0 ? nullptr : mode == 1 ? D.data() : Cd.data();
+              cuda::gemm(c.M, c.N, c.K, alpha, {Ad.data(), lda, bool(ta)}, {Bd.data(), ldb, bool(tb)}, ab,
+                         mode == 0 ? 0.0f : 1.0f, Cp, D.data(), ldd, dd, mode == 2 ? biasd.data() : nullptr);
+              // Compare the M x N block only.
+              const std::vector<double> got = test::doubles(D);
+              int64_t bad = 0;
+              double worst_g = 0, worst_r = 0, worst_e = -1;
+              const double rtol = dd == DType::BF16 ? test::kBf16Rtol : 1e-5;
+              for (int64_t i = 0; i < c.M; ++i)
+                for (int64_t j = 0; j < c.N; ++j) {
+                  const double g = got[size_t(i * ldd + j)], r = ref[size_t(i * ldd + j)];
+                  const double e = std::fabs(g - r) / (rtol * mag[size_t(i * ldd + j)] + 1e-30);
+                  if (!(e <= 1.0)) ++bad;
+                  if (!(e <= worst_e)) worst_e = e, worst_g = g, worst_r = r;
+                }
+              EXPECT_EQ(bad, 0) << "worst: got " << worst_g << " want " << worst_r;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace tune
