@@ -35,6 +35,8 @@ def main():
     ap.add_argument("--steps", type=int, default=8, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--memory-limit-gib", type=float, default=0,
+                    help="cap the CUDA caching allocator (a smaller GPU); an out-of-memory error prints {\"oom\": true}")
     args = ap.parse_args()
 
     import peft
@@ -42,6 +44,9 @@ def main():
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    if args.memory_limit_gib > 0:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_limit_gib * 2**30 / total))
     shape = dict(PRESETS[args.preset])
     model_type = shape.pop("model_type")
     cfg = AutoConfig.for_model(model_type, vocab_size=151936, rms_norm_eps=1e-6, max_position_embeddings=40960,
@@ -68,21 +73,26 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
-    for _ in range(args.warmup):
-        step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    torch.cuda.synchronize()
+    try:
+        for _ in range(args.warmup):
+            step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        torch.cuda.synchronize()
+    except torch.OutOfMemoryError:
+        print(json.dumps({"impl": "transformers+peft", "preset": args.preset, "batch_size": args.batch_size,
+                          "seq_len": args.seq_len, "oom": True, "memory_limit_gib": args.memory_limit_gib}))
+        return
     dt = (time.perf_counter() - t0) / args.steps
     print(json.dumps({
         "impl": "transformers+peft", "preset": args.preset, "batch_size": args.batch_size,
         "seq_len": args.seq_len, "lora_r": args.lora_r, "steps": args.steps, "step_s": dt,
         "tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
         "loss": float(loss.detach()), "torch": torch.__version__, "transformers": transformers.__version__,
-        "peft": peft.__version__, "device": torch.cuda.get_device_name(),
+        "peft": peft.__version__, "device": torch.cuda.get_device_name(), "oom": False,
     }))
 
 

@@ -29,8 +29,9 @@ int64_t device_used_bytes() {
 
 int bench_train(int argc, char** argv) {
   Args a("bench train", argc, argv,
-         {"--preset", "--batch-size", "--seq-len", "--steps", "--warmup", "--lora-r", "--lora-alpha", "--seed"},
-         {"--json"});
+         {"--preset", "--batch-size", "--seq-len", "--steps", "--warmup", "--lora-r", "--lora-alpha", "--seed",
+          "--memory-limit-gib", "--ffn-chunk"},
+         {"--json", "--offload"});
   const auto t_launch = std::chrono::steady_clock::now();
   const std::string preset = a.require("--preset");
   const ModelConfig config = preset_config(preset);
@@ -46,7 +47,13 @@ int bench_train(int argc, char** argv) {
   if (!cuda_available()) throw UnsupportedError("tune bench train: no CUDA device found", "run it on a GPU machine");
   const int64_t used0 = device_used_bytes();
   const LoraAdapter adapter = LoraAdapter::init(config, lc, seed);
-  CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, B * S);
+  // --memory-limit-gib plans as a smaller GPU would (offloading checkpoints when they do not fit), so a run on
+  // a larger device can stand for it; the peak reported below is what was really used.
+  const double limit_gib = a.get_double("--memory-limit-gib", 0.0);
+  CudaPlanOptions plan = cuda_plan_options(config, lc, B * S, int64_t(limit_gib * double(int64_t(1) << 30)));
+  if (a.has("--offload")) plan.offload = true;
+  plan.ffn_chunk = a.get_int("--ffn-chunk", 0);
+  CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, plan);
   int64_t peak = device_used_bytes() - used0;
 
   // Random tokens, one document per row, each position trained on the next token (the baseline's labels = ids).
@@ -96,14 +103,16 @@ int bench_train(int argc, char** argv) {
                   {"checkpoints_gib", double(m.checkpoints) / gib},
                   {"activations_gib", double(m.activations) / gib},
                   {"first_step_s", first_step_s},
+                  {"offload", plan.offload},
+                  {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
                   {"loss", loss}};
   if (a.has("--json")) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s b%lld x %lld, LoRA r%lld: %.0f tokens/s, %.1f ms/step, peak %.2f GiB (planned %.2f), first step "
+    std::printf("%s b%lld x %lld, LoRA r%lld: %.0f tokens/s, %.1f ms/step, peak %.2f GiB (planned %.2f%s), first step "
                 "done %.1f s after launch, loss %.4f\n",
                 preset.c_str(), (long long)B, (long long)S, (long long)lc.rank, tps, step_s * 1e3, double(peak) / gib,
-                double(m.total()) / gib, first_step_s, loss);
+                double(m.total()) / gib, plan.offload ? ", checkpoints offloaded" : "", first_step_s, loss);
   }
   return 0;
 #else

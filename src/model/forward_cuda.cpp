@@ -60,6 +60,32 @@ bool cuda_training_supported(const ModelConfig& c, const LoraConfig& lora, std::
   return true;
 }
 
+CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, int64_t max_tokens,
+                                  int64_t budget_bytes) {
+  CudaPlanOptions o;
+  o.max_tokens = max_tokens;
+  const int64_t T = max_tokens, H = c.hidden_size, L = c.num_layers;
+  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim, I = c.intermediate_size;
+  const int64_t C = std::min<int64_t>(T, 16384);
+  int64_t weights = c.vocab_size * H * (c.tie_word_embeddings ? 1 : 2);
+  weights += L * (H * (q + 2 * kv) + q * H + 3 * H * I);
+  weights *= 2;
+  // Full-length activations (see alloc_activations) plus the FFN chunk and the attention backward's scratch.
+  const int64_t act = T * (2 * (5 * H + (q + 2 * kv) + (q + kv) + q) + 4 * H + 4 * c.num_heads + 4 * c.rotary_dim) +
+                      std::max(C * 8 * I, T * 2 * (q + (q + kv) + (q + 2 * kv))) + T * q * 4;
+  const int64_t ckpt = (L + 1) * T * H * 2;
+  (void)lora;
+#if TUNE_CUDA
+  if (budget_bytes <= 0) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) budget_bytes = int64_t(free_b);
+  }
+#endif
+  // 5% and 1 GiB for the GEMM workspace, LoRA state and allocator slack.
+  o.offload = budget_bytes > 0 && weights + act + ckpt > budget_bytes * 95 / 100 - (int64_t(1) << 30);
+  return o;
+}
+
 #if TUNE_CUDA
 
 namespace {
@@ -139,10 +165,18 @@ struct CudaLoraModel::Impl {
 
   // Batch inputs.
   DeviceBuffer ids, pos, doc_start, rows, targets, loss, rope;  // rope: (T, rotary_dim / 2) (cos, sin)
-  // Checkpoints: the input of each layer and the final hidden state, (L + 1) x (T, H) bf16.
+  // Checkpoints: the input of each layer and the final hidden state, (L + 1) x (T, H) bf16. On the device, or,
+  // with offload, in pinned host memory with two device slots: a side stream copies each new checkpoint out
+  // during the forward and brings the next one back during the backward.
   DeviceBuffer ckpt;
-  // Per-layer activations (recomputed in the backward) and gradients.
+  bool offload = false;
+  void* host_ckpt = nullptr;
+  cudaStream_t side = nullptr;
+  std::vector<cudaEvent_t> ready;  // per checkpoint: its copy (out or in) is done / its slot may be reused
+  // Per-layer activations (recomputed in the backward) and gradients. The FFN is token-wise, so it runs in chunks
+  // of `ffn_T` tokens (xn2, u_gu, u_d, gu, h, dh are chunk-sized): long sequences need no full-length FFN buffers.
   DeviceBuffer xn, qkv, qk, att, lse, xmid, xn2, u_qkv, u_o, u_gu, u_d, g_lora, dres, dres_b, dxn, region;
+  int64_t ffn_T = 0;
   // `region` is shared by phases that never overlap: the FFN (gu, h, dh), the attention backward (datt, dqk,
   // dqkv) and the output head's workspace.
   int64_t off_h = 0, off_dh = 0, off_dqk = 0, off_dqkv = 0;
@@ -157,11 +191,20 @@ struct CudaLoraModel::Impl {
   void* datt() const { return region.p; }
   void* dqk() const { return region.as<char>() + off_dqk; }
   void* dqkv() const { return region.as<char>() + off_dqkv; }
-  void* x_at(int64_t l) const { return ckpt.as<char>() + l * max_T * H * 2; }
+  // The device copy of checkpoint l (a slot of two with offload).
+  void* x_at(int64_t l) const { return ckpt.as<char>() + (offload ? l % 2 : l) * max_T * H * 2; }
+  char* host_at(int64_t l) const { return static_cast<char*>(host_ckpt) + l * max_T * H * 2; }
   const void* head_w() const { return c.tie_word_embeddings ? emb.p : head.p; }
   const uint16_t* Ab(int64_t off) const { return Pb.as<uint16_t>() + off; }
 
-  void init_shape(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens) {
+  ~Impl() {
+    for (cudaEvent_t e : ready) cudaEventDestroy(e);
+    if (side) cudaStreamDestroy(side);
+    if (host_ckpt) cudaFreeHost(host_ckpt);
+  }
+
+  void init_shape(const ModelConfig& config, const LoraConfig& lora, const CudaPlanOptions& o) {
+    const int64_t max_tokens = o.max_tokens;
     std::string why;
     if (!cuda_training_supported(config, lora, &why))
       throw UnsupportedError("training on CUDA does not support " + why + " yet",
@@ -180,6 +223,8 @@ struct CudaLoraModel::Impl {
     r = lora.rank;
     s = float(lora.scale());
     flash = cuda::flash_attention_supported(d);
+    ffn_T = std::min(max_T, o.ffn_chunk > 0 ? o.ffn_chunk : int64_t(16384));
+    offload = o.offload;
   }
 
   void alloc_weights() {
@@ -252,7 +297,7 @@ struct CudaLoraModel::Impl {
   }
 
   void alloc_activations() {
-    const int64_t T = max_T, L = c.num_layers;
+    const int64_t T = max_T, L = c.num_layers, C = ffn_T;
     auto bf = [&](int64_t n) {
       DeviceBuffer b(n * 2);
       mem.activations += b.bytes;
@@ -271,27 +316,34 @@ struct CudaLoraModel::Impl {
     loss = DeviceBuffer(T * 4);
     mem.activations += 6 * T * 4;
     rope = f32(T * c.rotary_dim);
-    ckpt = DeviceBuffer((L + 1) * T * H * 2);
+    ckpt = DeviceBuffer((offload ? 2 : L + 1) * T * H * 2);
     mem.checkpoints = ckpt.bytes;
+    if (offload) {
+      CUDA_CHECK(cudaHostAlloc(&host_ckpt, size_t((L + 1) * T * H * 2), cudaHostAllocDefault));
+      mem.host_checkpoints = (L + 1) * T * H * 2;
+      CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+      ready.resize(size_t(L + 1));
+      for (cudaEvent_t& e : ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
     xn = bf(T * H);
     qkv = bf(T * Nqkv);
     qk = bf(T * Nqk);
     att = bf(T * nH * d);
     lse = f32(nH * T);
     xmid = bf(T * H);
-    xn2 = bf(T * H);
+    xn2 = bf(C * H);
     u_qkv = bf(T * 3 * r);
     u_o = bf(T * r);
-    u_gu = bf(T * 2 * r);
-    u_d = bf(T * r);
+    u_gu = bf(C * 2 * r);
+    u_d = bf(C * r);
     g_lora = bf(T * 3 * r);
     dres = f32(T * H);
     dres_b = bf(T * H);
     dxn = bf(T * H);
     auto al = [](int64_t b) { return round_up(b, 256); };
-    off_h = al(T * 2 * I * 2);
-    off_dh = off_h + al(T * I * 2);
-    const int64_t ffn = off_dh + al(T * I * 2);
+    off_h = al(C * 2 * I * 2);
+    off_dh = off_h + al(C * I * 2);
+    const int64_t ffn = off_dh + al(C * I * 2);
     off_dqk = al(T * nH * d * 2);
     off_dqkv = off_dqk + al(T * Nqk * 2);
     const int64_t attn = off_dqkv + al(T * Nqkv * 2);
@@ -443,46 +495,59 @@ struct CudaLoraModel::Impl {
     CUDA_CHECK(cudaMemcpy2D(dv, Nqkv * 2, cdv.p, nKV * d * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
   }
 
-  // Forward of layer l from x_in; writes x_out unless null (the backward's recompute needs everything but it).
-  void layer_fwd(int64_t l, int64_t T, const void* x_in, void* x_out) {
+  // Attention half of layer l from x_in: xn, qkv, qk, att, lse and xmid = x_in + attention.
+  void attn_fwd(int64_t l, int64_t T, const void* x_in) {
     const Layer& ly = layers[size_t(l)];
-    const float eps = float(c.rms_norm_eps);
-    cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, eps, false, xn.p, T, H, DType::BF16, DType::F32);
+    cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, float(c.rms_norm_eps), false, xn.p, T, H, DType::BF16, DType::F32);
     mm(T, Nqkv, H, xn.p, H, ly.wqkv.p, qkv.p, Nqkv, 0.0f, nullptr, ly.bqkv.p);
     lora_fwd(ly, ly.qkv, T, xn.p, H, u_qkv.p, qkv.p, Nqkv);
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, Nqkv, qk.p, Nqk);
     attention_fwd(T);
     mm(T, H, nH * d, att.p, nH * d, ly.wo.p, xmid.p, H, 1.0f, x_in);
     lora_fwd(ly, single(ly, LoraTarget::O), T, att.p, nH * d, u_o.p, xmid.p, H);
-    cuda::rmsnorm_fwd(xmid.p, ly.ffn_norm.p, eps, false, xn2.p, T, H, DType::BF16, DType::F32);
-    mm(T, 2 * I, H, xn2.p, H, ly.wgu.p, gu(), 2 * I);
-    lora_fwd(ly, ly.gu, T, xn2.p, H, u_gu.p, gu(), 2 * I);
-    cuda::swiglu_fused_fwd(gu(), h(), T, I);
+  }
+
+  // FFN of the n tokens from t0, forward: xn2, gu, h of the chunk (and the LoRA u's); x_out rows += when given.
+  void ffn_fwd(int64_t l, int64_t t0, int64_t n, void* x_out) {
+    const Layer& ly = layers[size_t(l)];
+    const char* xm = xmid.as<char>() + t0 * H * 2;
+    cuda::rmsnorm_fwd(xm, ly.ffn_norm.p, float(c.rms_norm_eps), false, xn2.p, n, H, DType::BF16, DType::F32);
+    mm(n, 2 * I, H, xn2.p, H, ly.wgu.p, gu(), 2 * I);
+    lora_fwd(ly, ly.gu, n, xn2.p, H, u_gu.p, gu(), 2 * I);
+    cuda::swiglu_fused_fwd(gu(), h(), n, I);
     const LoraGroup dn = single(ly, LoraTarget::Down);
     if (x_out) {
-      mm(T, H, I, h(), I, ly.wd.p, x_out, H, 1.0f, xmid.p);
-      lora_fwd(ly, dn, T, h(), I, u_d.p, x_out, H);
+      char* xo = static_cast<char*>(x_out) + t0 * H * 2;
+      mm(n, H, I, h(), I, ly.wd.p, xo, H, 1.0f, xm);
+      lora_fwd(ly, dn, n, h(), I, u_d.p, xo, H);
     } else if (dn.n() > 0) {
-      cuda::gemm(T, r, I, 1.0f, {h(), I, false}, {Ab(dn.a), I, true}, DType::BF16, 0.0f, nullptr, u_d.p, r,
+      cuda::gemm(n, r, I, 1.0f, {h(), I, false}, {Ab(dn.a), I, true}, DType::BF16, 0.0f, nullptr, u_d.p, r,
                  DType::BF16);
     }
   }
 
-  // Backward of layer l (after layer_fwd(l, ..., nullptr)): dres/dres_b hold dL/dx_out on entry, dL/dx_in on exit.
-  void layer_bwd(int64_t l, int64_t T, const void* x_in) {
+  // FFN backward of the chunk [t0, t0 + n) after ffn_fwd(l, t0, n, nullptr): dres/dres_b rows hold dL/dx_out on
+  // entry, dL/dxmid on exit.
+  void ffn_bwd(int64_t l, int64_t t0, int64_t n) {
     const Layer& ly = layers[size_t(l)];
-    const float eps = float(c.rms_norm_eps);
-    // FFN.
-    lora_bwd(ly, single(ly, LoraTarget::Down), T, dres_b.p, H, h(), I, u_d.p);
-    mm_t(T, H, I, dres_b.p, H, ly.wd.p, dh(), I);
-    lora_dx(single(ly, LoraTarget::Down), T, dh(), I);
-    cuda::swiglu_fused_bwd(gu(), dh(), gu(), T, I);  // dgu overwrites gu in place
+    const char* dy = dres_b.as<char>() + t0 * H * 2;
+    char* dx = dxn.as<char>() + t0 * H * 2;
+    const LoraGroup dn = single(ly, LoraTarget::Down);
+    lora_bwd(ly, dn, n, dy, H, h(), I, u_d.p);
+    mm_t(n, H, I, dy, H, ly.wd.p, dh(), I);
+    lora_dx(dn, n, dh(), I);
+    cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I);  // dgu overwrites gu in place
     void* dgu = gu();
-    lora_bwd(ly, ly.gu, T, dgu, 2 * I, xn2.p, H, u_gu.p);
-    mm_t(T, 2 * I, H, dgu, 2 * I, ly.wgu.p, dxn.p, H);
-    lora_dx(ly.gu, T, dxn.p, H);
-    cuda::rmsnorm_bwd_residual(xmid.p, ly.ffn_norm.as<float>(), dxn.p, eps, false, dres.as<float>(), dres_b.p, T, H);
-    // Attention.
+    lora_bwd(ly, ly.gu, n, dgu, 2 * I, xn2.p, H, u_gu.p);
+    mm_t(n, 2 * I, H, dgu, 2 * I, ly.wgu.p, dx, H);
+    lora_dx(ly.gu, n, dx, H);
+    cuda::rmsnorm_bwd_residual(xmid.as<char>() + t0 * H * 2, ly.ffn_norm.as<float>(), dx, float(c.rms_norm_eps),
+                               false, dres.as<float>() + t0 * H, dres_b.as<char>() + t0 * H * 2, n, H);
+  }
+
+  // Attention backward of layer l (after attn_fwd): dres/dres_b hold dL/dxmid on entry, dL/dx_in on exit.
+  void attn_bwd(int64_t l, int64_t T, const void* x_in) {
+    const Layer& ly = layers[size_t(l)];
     lora_bwd(ly, single(ly, LoraTarget::O), T, dres_b.p, H, att.p, nH * d, u_o.p);
     mm_t(T, H, nH * d, dres_b.p, H, ly.wo.p, datt(), nH * d);
     lora_dx(single(ly, LoraTarget::O), T, datt(), nH * d);
@@ -491,7 +556,32 @@ struct CudaLoraModel::Impl {
     lora_bwd(ly, ly.qkv, T, dqkv(), Nqkv, xn.p, H, u_qkv.p);
     mm_t(T, Nqkv, H, dqkv(), Nqkv, ly.wqkv.p, dxn.p, H);
     lora_dx(ly.qkv, T, dxn.p, H);
-    cuda::rmsnorm_bwd_residual(x_in, ly.attn_norm.as<float>(), dxn.p, eps, false, dres.as<float>(), dres_b.p, T, H);
+    cuda::rmsnorm_bwd_residual(x_in, ly.attn_norm.as<float>(), dxn.p, float(c.rms_norm_eps), false,
+                               dres.as<float>(), dres_b.p, T, H);
+  }
+
+  // Checkpoint traffic with offload (no-ops otherwise). After the main stream wrote checkpoint l: copy it out.
+  void save_ckpt(int64_t l, int64_t T) {
+    if (!offload) return;
+    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], nullptr));
+    CUDA_CHECK(cudaStreamWaitEvent(side, ready[size_t(l)]));
+    CUDA_CHECK(cudaMemcpyAsync(host_at(l), x_at(l), size_t(T * H * 2), cudaMemcpyDeviceToHost, side));
+    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], side));
+  }
+  // Before the main stream overwrites the slot of checkpoint l (it holds l - 2): that one's copy-out is done.
+  void slot_free(int64_t l) {
+    if (offload && l >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l - 2)]));
+  }
+  // Backward: bring checkpoint l back once the main stream is done with the slot's previous content (l + 2).
+  void prefetch_ckpt(int64_t l, int64_t T) {
+    if (!offload || l < 0) return;
+    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], nullptr));
+    CUDA_CHECK(cudaStreamWaitEvent(side, ready[size_t(l)]));
+    CUDA_CHECK(cudaMemcpyAsync(x_at(l), host_at(l), size_t(T * H * 2), cudaMemcpyHostToDevice, side));
+    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], side));
+  }
+  void wait_ckpt(int64_t l) {
+    if (offload) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l)]));
   }
 
   double forward_backward(const CudaBatch& b, float grad_scale) {
@@ -526,8 +616,17 @@ struct CudaLoraModel::Impl {
     cuda::rope_table(pos.as<int32_t>(), T, c.rotary_dim, c.rope_theta, rope.as<float>());
     int32_t bad = 0;
     cuda::embedding_fwd(ids.as<int32_t>(), emb.p, DType::BF16, x_at(0), DType::BF16, T, V, H, &bad);
-    for (int64_t l = 0; l < L; ++l) layer_fwd(l, T, x_at(l), x_at(l + 1));
-    if (n == 0) return 0;
+    save_ckpt(0, T);
+    for (int64_t l = 0; l < L; ++l) {
+      attn_fwd(l, T, x_at(l));
+      slot_free(l + 1);
+      for (int64_t t0 = 0; t0 < T; t0 += ffn_T) ffn_fwd(l, t0, std::min(ffn_T, T - t0), x_at(l + 1));
+      save_ckpt(l + 1, T);
+    }
+    if (n == 0) {
+      CUDA_CHECK(cudaDeviceSynchronize());
+      return 0;
+    }
 
     // Head: xf = norm(x_L) into xn; the loss's gradient w.r.t. xf lands in dres (f32), then through the norm.
     const float eps = float(c.rms_norm_eps);
@@ -538,9 +637,17 @@ struct CudaLoraModel::Impl {
     cuda::cast_f32_to_bf16(dres.as<float>(), dxn.p, T * H);
     CUDA_CHECK(cudaMemsetAsync(dres.p, 0, size_t(T * H * 4)));
     cuda::rmsnorm_bwd_residual(x_at(L), out_norm.as<float>(), dxn.p, eps, false, dres.as<float>(), dres_b.p, T, H);
+    // x_L and x_{L-1} are still in their slots; each layer's backward brings the one below back meanwhile.
     for (int64_t l = L - 1; l >= 0; --l) {
-      layer_fwd(l, T, x_at(l), nullptr);
-      layer_bwd(l, T, x_at(l));
+      if (l < L - 1) wait_ckpt(l);
+      prefetch_ckpt(l - 1, T);
+      attn_fwd(l, T, x_at(l));
+      for (int64_t t0 = 0; t0 < T; t0 += ffn_T) {
+        const int64_t nt = std::min(ffn_T, T - t0);
+        ffn_fwd(l, t0, nt, nullptr);
+        ffn_bwd(l, t0, nt);
+      }
+      attn_bwd(l, T, x_at(l));
     }
     std::vector<float> losses(static_cast<size_t>(n));
     CUDA_CHECK(cudaMemcpy(losses.data(), loss.p, size_t(n) * 4, cudaMemcpyDeviceToHost));
@@ -635,9 +742,9 @@ struct CudaLoraModel::Impl {
   }
 };
 
-CudaLoraModel::CudaLoraModel(const Model& model, const LoraAdapter& adapter, int64_t max_tokens)
+CudaLoraModel::CudaLoraModel(const Model& model, const LoraAdapter& adapter, const CudaPlanOptions& plan)
     : impl_(std::make_unique<Impl>()) {
-  impl_->init_shape(model.config, adapter.config, max_tokens);
+  impl_->init_shape(model.config, adapter.config, plan);
   impl_->alloc_weights();
   impl_->plan_lora();
   impl_->alloc_activations();
@@ -646,9 +753,9 @@ CudaLoraModel::CudaLoraModel(const Model& model, const LoraAdapter& adapter, int
 }
 
 CudaLoraModel::CudaLoraModel(const ModelConfig& config, const LoraAdapter& adapter, uint64_t seed,
-                             int64_t max_tokens)
+                             const CudaPlanOptions& plan)
     : impl_(std::make_unique<Impl>()) {
-  impl_->init_shape(config, adapter.config, max_tokens);
+  impl_->init_shape(config, adapter.config, plan);
   impl_->alloc_weights();
   impl_->plan_lora();
   impl_->alloc_activations();
@@ -691,8 +798,8 @@ namespace {
 }
 }  // namespace
 
-CudaLoraModel::CudaLoraModel(const Model&, const LoraAdapter&, int64_t) { no_cuda(); }
-CudaLoraModel::CudaLoraModel(const ModelConfig&, const LoraAdapter&, uint64_t, int64_t) { no_cuda(); }
+CudaLoraModel::CudaLoraModel(const Model&, const LoraAdapter&, const CudaPlanOptions&) { no_cuda(); }
+CudaLoraModel::CudaLoraModel(const ModelConfig&, const LoraAdapter&, uint64_t, const CudaPlanOptions&) { no_cuda(); }
 CudaLoraModel::~CudaLoraModel() = default;
 void CudaLoraModel::upload_adapter(const LoraAdapter&) { no_cuda(); }
 void CudaLoraModel::download_adapter(LoraAdapter&) const { no_cuda(); }

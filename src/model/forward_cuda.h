@@ -29,17 +29,30 @@ struct CudaBatch {
 };
 
 struct CudaMemoryReport {
-  int64_t weights = 0, checkpoints = 0, activations = 0, lora = 0, workspace = 0;
+  int64_t weights = 0, checkpoints = 0, activations = 0, lora = 0, workspace = 0;  // device bytes
+  int64_t host_checkpoints = 0;                                                    // pinned host bytes (offload)
   int64_t total() const { return weights + checkpoints + activations + lora + workspace; }
 };
 
+struct CudaPlanOptions {
+  int64_t max_tokens = 0;  // tokens of the largest micro-batch
+  int64_t ffn_chunk = 0;   // tokens per FFN chunk (0: min(max_tokens, 16384))
+  bool offload = false;    // checkpoints in pinned host memory (long sequences)
+};
+
+// The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload
+// when the checkpoints would not fit beside everything else.
+CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
+                                  int64_t budget_bytes = 0);
+
 class CudaLoraModel {
  public:
-  // Copies `model`'s weights to the GPU (bf16) and takes the LoRA layout and values of `adapter`.
-  CudaLoraModel(const Model& model, const LoraAdapter& adapter, int64_t max_tokens);
+  // Copies `model`'s weights to the GPU (bf16) and takes the LoRA layout and values of `adapter`; buffers are
+  // planned for `plan`.
+  CudaLoraModel(const Model& model, const LoraAdapter& adapter, const CudaPlanOptions& plan);
   // A model of `config`'s shape with seeded random weights made on the GPU (matrices ~ N(0, 0.02), norms 1) and
   // `adapter`: benchmarks of real shapes without the weights ever on the host.
-  CudaLoraModel(const ModelConfig& config, const LoraAdapter& adapter, uint64_t seed, int64_t max_tokens);
+  CudaLoraModel(const ModelConfig& config, const LoraAdapter& adapter, uint64_t seed, const CudaPlanOptions& plan);
   ~CudaLoraModel();
   CudaLoraModel(const CudaLoraModel&) = delete;
   CudaLoraModel& operator=(const CudaLoraModel&) = delete;

@@ -19,14 +19,14 @@ namespace tune {
 #if TUNE_CUDA
 
 CudaTrainer::CudaTrainer(const Model& model, const LoraAdapter& adapter, const OptimizerConfig& config,
-                         int64_t max_tokens)
-    : model_(std::make_unique<CudaLoraModel>(model, adapter, max_tokens)) {
+                         const CudaPlanOptions& plan)
+    : model_(std::make_unique<CudaLoraModel>(model, adapter, plan)) {
   init_optimizer(config);
 }
 
 CudaTrainer::CudaTrainer(const ModelConfig& config, const LoraAdapter& adapter, const OptimizerConfig& optimizer,
-                         uint64_t seed, int64_t max_tokens)
-    : model_(std::make_unique<CudaLoraModel>(config, adapter, seed, max_tokens)) {
+                         uint64_t seed, const CudaPlanOptions& plan)
+    : model_(std::make_unique<CudaLoraModel>(config, adapter, seed, plan)) {
   init_optimizer(optimizer);
 }
 
@@ -125,8 +125,11 @@ namespace {
 }
 }  // namespace
 
-CudaTrainer::CudaTrainer(const Model&, const LoraAdapter&, const OptimizerConfig&, int64_t) { no_cuda(); }
-CudaTrainer::CudaTrainer(const ModelConfig&, const LoraAdapter&, const OptimizerConfig&, uint64_t, int64_t) {
+CudaTrainer::CudaTrainer(const Model&, const LoraAdapter&, const OptimizerConfig&, const CudaPlanOptions&) {
+  no_cuda();
+}
+CudaTrainer::CudaTrainer(const ModelConfig&, const LoraAdapter&, const OptimizerConfig&, uint64_t,
+                         const CudaPlanOptions&) {
   no_cuda();
 }
 CudaTrainer::~CudaTrainer() = default;

@@ -16,11 +16,12 @@ struct StepResult;
 
 class CudaTrainer {
  public:
-  // Uploads `model` and `adapter`; buffers are planned for micro-batches of at most `max_tokens` tokens.
-  CudaTrainer(const Model& model, const LoraAdapter& adapter, const OptimizerConfig& config, int64_t max_tokens);
+  // Uploads `model` and `adapter`; buffers are planned by `plan` (micro-batches of at most plan.max_tokens).
+  CudaTrainer(const Model& model, const LoraAdapter& adapter, const OptimizerConfig& config,
+              const CudaPlanOptions& plan);
   // Random weights of `config`'s shape made on the GPU (benchmarks).
   CudaTrainer(const ModelConfig& config, const LoraAdapter& adapter, const OptimizerConfig& optimizer, uint64_t seed,
-              int64_t max_tokens);
+              const CudaPlanOptions& plan);
   ~CudaTrainer();
 
   // One optimizer step over all rows of the step (micro-batches of up to max_tokens real tokens); the loss is the

@@ -130,8 +130,9 @@ int64_t train_run(const Model& model, LoraAdapter& adapter, const Dataset& data,
   if (!o.resume.empty()) state = checkpoint_load(o.resume, adapter, opt, model, fingerprint);
   std::unique_ptr<CudaTrainer> gpu;
   if (o.device == Device::CUDA) {
+    const int64_t max_tokens = o.batch_size * int64_t(data.row(0).input_ids.size());
     gpu = std::make_unique<CudaTrainer>(model, adapter, o.optimizer,
-                                        o.batch_size * int64_t(data.row(0).input_ids.size()));
+                                        cuda_plan_options(model.config, adapter.config, max_tokens));
     if (!o.resume.empty()) gpu->upload(adapter, opt);
   }
 

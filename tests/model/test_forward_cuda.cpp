@@ -86,7 +86,8 @@ double rel_l2(const Tensor& a, const Tensor& b) {
 }
 
 // One micro-batch on both backends; compares the loss sum and every LoRA gradient.
-void compare(Model& m, const std::string& what, const std::vector<std::vector<int64_t>>& lengths, int64_t rank) {
+void compare(Model& m, const std::string& what, const std::vector<std::vector<int64_t>>& lengths, int64_t rank,
+             int64_t ffn_chunk = 0, bool offload = false) {
   round_to_bf16(m);
   LoraAdapter cpu = random_adapter(m.config, 11, rank);
   const auto rows = make_rows(m.config.vocab_size, lengths, 5);
@@ -117,7 +118,11 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   }
 
   LoraAdapter gpu = random_adapter(m.config, 11, rank);
-  CudaLoraModel cm(m, gpu, max_tokens + 7);
+  CudaPlanOptions plan;
+  plan.max_tokens = max_tokens + 7;
+  plan.ffn_chunk = ffn_chunk;
+  plan.offload = offload;
+  CudaLoraModel cm(m, gpu, plan);
   cm.zero_grad();
   const double gpu_loss = cm.forward_backward(batch, scale);
   cm.download_adapter(gpu);
@@ -149,11 +154,12 @@ std::vector<fs::path> dense_goldens() {
   return out;
 }
 
-ModelConfig seeded_qwen3(int64_t head_dim) {
+ModelConfig seeded_qwen3(int64_t head_dim, int64_t layers = 2) {
   Json j = Json::parse(R"({"model_type":"qwen3","vocab_size":512,"hidden_size":256,"num_hidden_layers":2,
     "num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":384,"tie_word_embeddings":true,
     "rms_norm_eps":1e-6,"rope_theta":1000000})");
   j["head_dim"] = head_dim;
+  j["num_hidden_layers"] = layers;
   return model_config_from_json(j, "test");
 }
 
@@ -177,12 +183,24 @@ TEST(ForwardCuda, FusedAttentionHeadDims) {
   }
 }
 
+// The long-sequence plan: the FFN in token chunks (one ending mid-document) and the checkpoints offloaded to host
+// memory through two device slots; the same numbers as the plain plan within bf16 noise.
+TEST(ForwardCuda, ChunkedFfnAndOffloadedCheckpoints) {
+  REQUIRE_CUDA();
+  Model m = model_random(seeded_qwen3(128, 5), 3, 0.05f);
+  compare(m, "ffn chunks of 100", {{70, 130, 1, 64}, {200}}, 16, 100, false);
+  compare(m, "offloaded checkpoints", {{70, 130, 1, 64}, {200}}, 16, 0, true);
+  compare(m, "both", {{70, 130, 1, 64}, {200}}, 16, 64, true);
+}
+
 // Bad input is refused before anything runs on the device.
 TEST(ForwardCuda, RejectsIdsOutsideTheVocabulary) {
   REQUIRE_CUDA();
   Model m = model_random(seeded_qwen3(64), 3, 0.05f);
   LoraAdapter a = random_adapter(m.config, 1, 4);
-  CudaLoraModel cm(m, a, 16);
+  CudaPlanOptions plan;
+  plan.max_tokens = 16;
+  CudaLoraModel cm(m, a, plan);
   CudaBatch b;
   const std::vector<int32_t> ids{1, 2, 999}, pos{0, 1, 2}, docs{0, 0, 0}, tg{2, 999, -100};
   b.append(ids, pos, docs, tg);
