@@ -31,7 +31,7 @@ int bench_train(int argc, char** argv) {
   Args a("bench train", argc, argv,
          {"--preset", "--batch-size", "--seq-len", "--steps", "--warmup", "--lora-r", "--lora-alpha", "--seed",
           "--memory-limit-gib", "--ffn-chunk"},
-         {"--json", "--offload"});
+         {"--json", "--offload", "--recompute-attention"});
   const auto t_launch = std::chrono::steady_clock::now();
   const std::string preset = a.require("--preset");
   const ModelConfig config = preset_config(preset);
@@ -52,6 +52,7 @@ int bench_train(int argc, char** argv) {
   const double limit_gib = a.get_double("--memory-limit-gib", 0.0);
   CudaPlanOptions plan = cuda_plan_options(config, lc, B * S, int64_t(limit_gib * double(int64_t(1) << 30)));
   if (a.has("--offload")) plan.offload = true;
+  if (a.has("--recompute-attention")) plan.keep_attention = false;
   plan.ffn_chunk = a.get_int("--ffn-chunk", 0);
   CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, plan);
   int64_t peak = device_used_bytes() - used0;
@@ -104,6 +105,7 @@ int bench_train(int argc, char** argv) {
                   {"activations_gib", double(m.activations) / gib},
                   {"first_step_s", first_step_s},
                   {"offload", plan.offload},
+                  {"keep_attention", plan.keep_attention},
                   {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
                   {"loss", loss}};
   if (a.has("--json")) {

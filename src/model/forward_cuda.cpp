@@ -8,6 +8,9 @@
 // have their A matrices side by side in the flat buffer, so one product makes all their u at once.
 #include "model/forward_cuda.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -83,6 +86,11 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
 #endif
   // 5% and 1 GiB for the GEMM workspace, LoRA state and allocator slack.
   o.offload = budget_bytes > 0 && weights + act + ckpt > budget_bytes * 95 / 100 - (int64_t(1) << 30);
+  // Keeping the attention outputs costs pinned host memory and bus traffic (both directions once per step): only
+  // when it is a modest share of the host's memory and the bus is not busy with checkpoints.
+  const int64_t att_bytes = L * T * c.num_heads * (c.head_dim * 2 + 4);
+  const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
+  o.keep_attention = !o.offload && att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
   return o;
 }
 
@@ -173,6 +181,11 @@ struct CudaLoraModel::Impl {
   void* host_ckpt = nullptr;
   cudaStream_t side = nullptr;
   std::vector<cudaEvent_t> ready;  // per checkpoint: its copy (out or in) is done / its slot may be reused
+  // With keep_att, each layer's attention output and lse also go to pinned host memory during the forward and come
+  // back for the backward, which then skips the attention forward; `att` and `lse` hold two layers' slots.
+  bool keep_att = false;
+  void* host_att = nullptr;
+  std::vector<cudaEvent_t> att_ready;
   // Per-layer activations (recomputed in the backward) and gradients. The FFN is token-wise, so it runs in chunks
   // of `ffn_T` tokens (xn2, u_gu, u_d, gu, h, dh are chunk-sized): long sequences need no full-length FFN buffers.
   DeviceBuffer xn, qkv, qk, att, lse, xmid, xn2, u_qkv, u_o, u_gu, u_d, g_lora, dres, dres_b, dxn, region;
@@ -194,6 +207,10 @@ struct CudaLoraModel::Impl {
   // The device copy of checkpoint l (a slot of two with offload).
   void* x_at(int64_t l) const { return ckpt.as<char>() + (offload ? l % 2 : l) * max_T * H * 2; }
   char* host_at(int64_t l) const { return static_cast<char*>(host_ckpt) + l * max_T * H * 2; }
+  // Layer l's attention output (T, nH d) and lse (nH, T): the one buffer, or slot l % 2 with keep_att.
+  int64_t att_layer_bytes() const { return max_T * nH * d * 2 + nH * max_T * 4; }
+  void* att_at(int64_t l) const { return att.as<char>() + (keep_att ? l % 2 : 0) * max_T * nH * d * 2; }
+  float* lse_at(int64_t l) const { return lse.as<float>() + (keep_att ? l % 2 : 0) * nH * max_T; }
   const void* head_w() const { return c.tie_word_embeddings ? emb.p : head.p; }
   const uint16_t* Ab(int64_t off) const { return Pb.as<uint16_t>() + off; }
 
@@ -201,6 +218,8 @@ struct CudaLoraModel::Impl {
     for (cudaEvent_t e : ready) cudaEventDestroy(e);
     if (side) cudaStreamDestroy(side);
     if (host_ckpt) cudaFreeHost(host_ckpt);
+    for (cudaEvent_t e : att_ready) cudaEventDestroy(e);
+    if (host_att) cudaFreeHost(host_att);
   }
 
   void init_shape(const ModelConfig& config, const LoraConfig& lora, const CudaPlanOptions& o) {
@@ -225,6 +244,7 @@ struct CudaLoraModel::Impl {
     flash = cuda::flash_attention_supported(d);
     ffn_T = std::min(max_T, o.ffn_chunk > 0 ? o.ffn_chunk : int64_t(16384));
     offload = o.offload;
+    keep_att = o.keep_attention && flash;  // the reference attention keeps no lse: it always recomputes
   }
 
   void alloc_weights() {
@@ -320,16 +340,23 @@ struct CudaLoraModel::Impl {
     mem.checkpoints = ckpt.bytes;
     if (offload) {
       CUDA_CHECK(cudaHostAlloc(&host_ckpt, size_t((L + 1) * T * H * 2), cudaHostAllocDefault));
-      mem.host_checkpoints = (L + 1) * T * H * 2;
-      CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+      mem.host_checkpoints += (L + 1) * T * H * 2;
       ready.resize(size_t(L + 1));
       for (cudaEvent_t& e : ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     }
     xn = bf(T * H);
     qkv = bf(T * Nqkv);
     qk = bf(T * Nqk);
-    att = bf(T * nH * d);
-    lse = f32(nH * T);
+    const int64_t att_slots = keep_att ? 2 : 1;
+    att = bf(att_slots * T * nH * d);
+    lse = f32(att_slots * nH * T);
+    if (offload || keep_att) CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    if (keep_att) {
+      CUDA_CHECK(cudaHostAlloc(&host_att, size_t(L * att_layer_bytes()), cudaHostAllocDefault));
+      mem.host_checkpoints += L * att_layer_bytes();
+      att_ready.resize(size_t(L));
+      for (cudaEvent_t& e : att_ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
     xmid = bf(T * H);
     xn2 = bf(C * H);
     u_qkv = bf(T * 3 * r);
@@ -462,27 +489,29 @@ struct CudaLoraModel::Impl {
 
   float attn_scale() const { return float(1.0 / std::sqrt(double(d))); }
 
-  // Attention forward (att, lse) from qk and qkv's v.
-  void attention_fwd(int64_t T) {
+  // Attention forward (layer l's att, lse) from qk and qkv's v.
+  void attention_fwd(int64_t l, int64_t T) {
+    void* att_p = att_at(l);
+    float* lse_p = lse_at(l);
     const char* v = qkv.as<char>() + Nqk * 2;
     if (flash) {
-      cuda::flash_attention_fwd(qk.p, qk.as<char>() + nH * d * 2, v, doc_start.as<int32_t>(), attn_scale(), att.p,
-                                lse.as<float>(), fa_shape(T), nullptr);
+      cuda::flash_attention_fwd(qk.p, qk.as<char>() + nH * d * 2, v, doc_start.as<int32_t>(), attn_scale(), att_p,
+                                lse_p, fa_shape(T), nullptr);
       return;
     }
     CUDA_CHECK(cudaMemcpy2D(cq.p, nH * d * 2, qk.p, Nqk * 2, nH * d * 2, T, cudaMemcpyDeviceToDevice));
     CUDA_CHECK(cudaMemcpy2D(ck.p, nKV * d * 2, qk.as<char>() + nH * d * 2, Nqk * 2, nKV * d * 2, T,
                             cudaMemcpyDeviceToDevice));
     CUDA_CHECK(cudaMemcpy2D(cv.p, nKV * d * 2, v, Nqkv * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
-    cuda::attention_fwd(cq.p, ck.p, cv.p, doc_start.as<int32_t>(), attn_scale(), att.p, T, nH, nKV, d, DType::BF16);
+    cuda::attention_fwd(cq.p, ck.p, cv.p, doc_start.as<int32_t>(), attn_scale(), att_p, T, nH, nKV, d, DType::BF16);
   }
 
-  // Attention backward: datt -> dqk (q, k parts) and dqkv's v part.
-  void attention_bwd(int64_t T) {
+  // Attention backward of layer l: datt -> dqk (q, k parts) and dqkv's v part.
+  void attention_bwd(int64_t l, int64_t T) {
     const char* v = qkv.as<char>() + Nqk * 2;
     char* dv = static_cast<char*>(dqkv()) + Nqk * 2;
     if (flash) {
-      cuda::flash_attention_bwd(qk.p, qk.as<char>() + nH * d * 2, v, att.p, datt(), lse.as<float>(),
+      cuda::flash_attention_bwd(qk.p, qk.as<char>() + nH * d * 2, v, att_at(l), datt(), lse_at(l),
                                 doc_start.as<int32_t>(), attn_scale(), dqk(), static_cast<char*>(dqk()) + nH * d * 2,
                                 dv, fa_ws.p, fa_shape(T), nullptr);
       return;
@@ -495,16 +524,21 @@ struct CudaLoraModel::Impl {
     CUDA_CHECK(cudaMemcpy2D(dv, Nqkv * 2, cdv.p, nKV * d * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
   }
 
-  // Attention half of layer l from x_in: xn, qkv, qk, att, lse and xmid = x_in + attention.
-  void attn_fwd(int64_t l, int64_t T, const void* x_in) {
+  // Attention half of layer l from x_in: xn, qkv, qk, att, lse and xmid = x_in + attention. In the backward's
+  // recompute with keep_att, att and lse are already back from the host and the attention itself is skipped.
+  void attn_fwd(int64_t l, int64_t T, const void* x_in, bool recompute) {
     const Layer& ly = layers[size_t(l)];
     cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, float(c.rms_norm_eps), false, xn.p, T, H, DType::BF16, DType::F32);
     mm(T, Nqkv, H, xn.p, H, ly.wqkv.p, qkv.p, Nqkv, 0.0f, nullptr, ly.bqkv.p);
     lora_fwd(ly, ly.qkv, T, xn.p, H, u_qkv.p, qkv.p, Nqkv);
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, Nqkv, qk.p, Nqk);
-    attention_fwd(T);
-    mm(T, H, nH * d, att.p, nH * d, ly.wo.p, xmid.p, H, 1.0f, x_in);
-    lora_fwd(ly, single(ly, LoraTarget::O), T, att.p, nH * d, u_o.p, xmid.p, H);
+    if (!(recompute && keep_att)) {
+      if (!recompute) att_slot_free(l);
+      attention_fwd(l, T);
+      if (!recompute) save_att(l, T);
+    }
+    mm(T, H, nH * d, att_at(l), nH * d, ly.wo.p, xmid.p, H, 1.0f, x_in);
+    lora_fwd(ly, single(ly, LoraTarget::O), T, att_at(l), nH * d, u_o.p, xmid.p, H);
   }
 
   // FFN of the n tokens from t0, forward: xn2, gu, h of the chunk (and the LoRA u's); x_out rows += when given.
@@ -548,10 +582,10 @@ struct CudaLoraModel::Impl {
   // Attention backward of layer l (after attn_fwd): dres/dres_b hold dL/dxmid on entry, dL/dx_in on exit.
   void attn_bwd(int64_t l, int64_t T, const void* x_in) {
     const Layer& ly = layers[size_t(l)];
-    lora_bwd(ly, single(ly, LoraTarget::O), T, dres_b.p, H, att.p, nH * d, u_o.p);
+    lora_bwd(ly, single(ly, LoraTarget::O), T, dres_b.p, H, att_at(l), nH * d, u_o.p);
     mm_t(T, H, nH * d, dres_b.p, H, ly.wo.p, datt(), nH * d);
     lora_dx(single(ly, LoraTarget::O), T, datt(), nH * d);
-    attention_bwd(T);
+    attention_bwd(l, T);
     cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv.p, Nqkv, dqk(), Nqk, dqkv(), Nqkv);
     lora_bwd(ly, ly.qkv, T, dqkv(), Nqkv, xn.p, H, u_qkv.p);
     mm_t(T, Nqkv, H, dqkv(), Nqkv, ly.wqkv.p, dxn.p, H);
@@ -582,6 +616,29 @@ struct CudaLoraModel::Impl {
   }
   void wait_ckpt(int64_t l) {
     if (offload) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l)]));
+  }
+
+  // The same traffic for layer l's attention output and lse (keep_att), with slots of two layers.
+  void copy_att(int64_t l, int64_t T, cudaMemcpyKind kind) {
+    char* host = static_cast<char*>(host_att) + l * att_layer_bytes();
+    const size_t ob = size_t(T * nH * d * 2);
+    CUDA_CHECK(cudaEventRecord(att_ready[size_t(l)], nullptr));
+    CUDA_CHECK(cudaStreamWaitEvent(side, att_ready[size_t(l)]));
+    const size_t lb = size_t(nH * T * 4);  // lse is (nH, T) for the batch's T
+    if (kind == cudaMemcpyDeviceToHost) {
+      CUDA_CHECK(cudaMemcpyAsync(host, att_at(l), ob, kind, side));
+      CUDA_CHECK(cudaMemcpyAsync(host + ob, lse_at(l), lb, kind, side));
+    } else {
+      CUDA_CHECK(cudaMemcpyAsync(att_at(l), host, ob, kind, side));
+      CUDA_CHECK(cudaMemcpyAsync(lse_at(l), host + ob, lb, kind, side));
+    }
+    CUDA_CHECK(cudaEventRecord(att_ready[size_t(l)], side));
+  }
+  void save_att(int64_t l, int64_t T) {
+    if (keep_att) copy_att(l, T, cudaMemcpyDeviceToHost);
+  }
+  void att_slot_free(int64_t l) {
+    if (keep_att && l >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(l - 2)]));
   }
 
   double forward_backward(const CudaBatch& b, float grad_scale) {
@@ -618,7 +675,7 @@ struct CudaLoraModel::Impl {
     cuda::embedding_fwd(ids.as<int32_t>(), emb.p, DType::BF16, x_at(0), DType::BF16, T, V, H, &bad);
     save_ckpt(0, T);
     for (int64_t l = 0; l < L; ++l) {
-      attn_fwd(l, T, x_at(l));
+      attn_fwd(l, T, x_at(l), false);
       slot_free(l + 1);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) ffn_fwd(l, t0, std::min(ffn_T, T - t0), x_at(l + 1));
       save_ckpt(l + 1, T);
@@ -641,7 +698,10 @@ struct CudaLoraModel::Impl {
     for (int64_t l = L - 1; l >= 0; --l) {
       if (l < L - 1) wait_ckpt(l);
       prefetch_ckpt(l - 1, T);
-      attn_fwd(l, T, x_at(l));
+      // The last two layers' attention outputs are still in their slots; layer l - 1's comes back meanwhile.
+      if (keep_att && l <= L - 3) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(l)]));
+      if (keep_att && l >= 1 && l - 1 <= L - 3) copy_att(l - 1, T, cudaMemcpyHostToDevice);
+      attn_fwd(l, T, x_at(l), true);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) {
         const int64_t nt = std::min(ffn_T, T - t0);
         ffn_fwd(l, t0, nt, nullptr);

@@ -87,7 +87,7 @@ double rel_l2(const Tensor& a, const Tensor& b) {
 
 // One micro-batch on both backends; compares the loss sum and every LoRA gradient.
 void compare(Model& m, const std::string& what, const std::vector<std::vector<int64_t>>& lengths, int64_t rank,
-             int64_t ffn_chunk = 0, bool offload = false) {
+             int64_t ffn_chunk = 0, bool offload = false, bool keep_attention = false) {
   round_to_bf16(m);
   LoraAdapter cpu = random_adapter(m.config, 11, rank);
   const auto rows = make_rows(m.config.vocab_size, lengths, 5);
@@ -122,6 +122,7 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   plan.max_tokens = max_tokens + 7;
   plan.ffn_chunk = ffn_chunk;
   plan.offload = offload;
+  plan.keep_attention = keep_attention;
   CudaLoraModel cm(m, gpu, plan);
   cm.zero_grad();
   const double gpu_loss = cm.forward_backward(batch, scale);
@@ -184,13 +185,16 @@ TEST(ForwardCuda, FusedAttentionHeadDims) {
 }
 
 // The long-sequence plan: the FFN in token chunks (one ending mid-document) and the checkpoints offloaded to host
-// memory through two device slots; the same numbers as the plain plan within bf16 noise.
+// memory through two device slots; and the attention outputs kept in host memory so the backward skips the
+// attention forward. The same numbers as the plain plan within bf16 noise.
 TEST(ForwardCuda, ChunkedFfnAndOffloadedCheckpoints) {
   REQUIRE_CUDA();
   Model m = model_random(seeded_qwen3(128, 5), 3, 0.05f);
   compare(m, "ffn chunks of 100", {{70, 130, 1, 64}, {200}}, 16, 100, false);
   compare(m, "offloaded checkpoints", {{70, 130, 1, 64}, {200}}, 16, 0, true);
   compare(m, "both", {{70, 130, 1, 64}, {200}}, 16, 64, true);
+  compare(m, "attention kept on the host", {{70, 130, 1, 64}, {200}}, 16, 0, false, true);
+  compare(m, "all three", {{70, 130, 1, 64}, {200}}, 16, 64, true, true);
 }
 
 // Bad input is refused before anything runs on the device.

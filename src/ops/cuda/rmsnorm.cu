@@ -1,6 +1,8 @@
 // rmsnorm on CUDA: one block per row, statistics in fp32 by block reduction, then normalize and scale in the
 // order of the CPU reference. dw accumulates across rows with fp32 atomics (order-dependent in the last
 // bits).
+#include <type_traits>
+
 #include "ops/cuda/kernel_util.cuh"
 #include "ops/rmsnorm.h"
 
@@ -57,6 +59,60 @@ __global__ void rmsnorm_bwd_kernel(const T* x, const W* w, const T* dy, float ep
   }
 }
 
+// The training path's layout (bf16 rows, f32 weights, C % 8 == 0): one warp per row, 16-byte loads and stores,
+// the row read twice (the second time from L1/L2). Same arithmetic order as the kernels above.
+__device__ __forceinline__ void unpack8(const uint4& u, float* v) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(p[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ uint4 pack8(const float* v) {
+  uint4 u;
+  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) p[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+  return u;
+}
+
+__device__ __forceinline__ void load_w8(const float* w, int64_t j, bool zc, float* s) {
+  const float4 a = reinterpret_cast<const float4*>(w)[2 * j], b = reinterpret_cast<const float4*>(w)[2 * j + 1];
+  s[0] = a.x, s[1] = a.y, s[2] = a.z, s[3] = a.w, s[4] = b.x, s[5] = b.y, s[6] = b.z, s[7] = b.w;
+  if (zc)
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s[i] += 1.0f;
+}
+
+constexpr int kRowWarps = 8;
+
+__global__ void __launch_bounds__(kRowWarps * 32)
+    rmsnorm_fwd_rows_kernel(const bf16* x, const float* w, float eps, bool zc, bf16* y, int64_t rows, int64_t C) {
+  const int64_t row = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const uint4* xr = reinterpret_cast<const uint4*>(x + row * C);
+  uint4* yr = reinterpret_cast<uint4*>(y + row * C);
+  const int64_t n8 = C / 8;
+  float ss = 0.0f, v[8], s[8];
+  for (int64_t j = lane; j < n8; j += 32) {
+    unpack8(xr[j], v);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) ss += v[i] * v[i];
+  }
+  const float inv = 1.0f / sqrtf(warp_sum(ss) / float(C) + eps);
+  for (int64_t j = lane; j < n8; j += 32) {
+    unpack8(xr[j], v);
+    load_w8(w, j, zc, s);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = (v[i] * inv) * s[i];
+    yr[j] = pack8(v);
+  }
+}
+
 }  // namespace
 
 void rmsnorm_fwd(const void* x, const void* w, float eps, bool zero_centered, void* y, int64_t rows,
@@ -66,6 +122,14 @@ void rmsnorm_fwd(const void* x, const void* w, float eps, bool zero_centered, vo
     with_float_type(wdt, [&](auto wt) {
       using T = decltype(xt);
       using W = decltype(wt);
+      if constexpr (std::is_same_v<T, bf16> && std::is_same_v<W, float>) {
+        if (C % 8 == 0) {
+          rmsnorm_fwd_rows_kernel<<<unsigned((rows + kRowWarps - 1) / kRowWarps), kRowWarps * 32>>>(
+              static_cast<const bf16*>(x), static_cast<const float*>(w), eps, zero_centered, static_cast<bf16*>(y),
+              rows, C);
+          return;
+        }
+      }
       rmsnorm_fwd_kernel<T, W><<<unsigned(rows), row_threads(C, 512)>>>(
           static_cast<const T*>(x), static_cast<const W*>(w), eps, zero_centered, static_cast<T*>(y), C);
     });
@@ -89,6 +153,42 @@ void rmsnorm_bwd(const void* x, const void* w, const void* dy, float eps, bool z
 }
 
 namespace {
+
+__global__ void __launch_bounds__(kRowWarps * 32)
+    rmsnorm_bwd_residual_rows_kernel(const bf16* x, const float* w, const bf16* dy, float eps, bool zc, float* dres,
+                                     bf16* dres_bf16, int64_t rows, int64_t C) {
+  const int64_t row = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const uint4* xr = reinterpret_cast<const uint4*>(x + row * C);
+  const uint4* dyr = reinterpret_cast<const uint4*>(dy + row * C);
+  float4* dr = reinterpret_cast<float4*>(dres + row * C);
+  uint4* dbr = reinterpret_cast<uint4*>(dres_bf16 + row * C);
+  const int64_t n8 = C / 8;
+  float ss = 0.0f, dot = 0.0f, v[8], g[8], s[8];
+  for (int64_t j = lane; j < n8; j += 32) {
+    unpack8(xr[j], v);
+    unpack8(dyr[j], g);
+    load_w8(w, j, zc, s);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) ss += v[i] * v[i], dot += s[i] * g[i] * v[i];
+  }
+  ss = warp_sum(ss);
+  dot = warp_sum(dot);
+  const float r = 1.0f / sqrtf(ss / float(C) + eps), k = r * r * r * dot / float(C);
+  for (int64_t j = lane; j < n8; j += 32) {
+    unpack8(xr[j], v);
+    unpack8(dyr[j], g);
+    load_w8(w, j, zc, s);
+    float4 a = dr[2 * j], b = dr[2 * j + 1];
+    float o[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] += r * s[i] * g[i] - v[i] * k;
+    dr[2 * j] = make_float4(o[0], o[1], o[2], o[3]);
+    dr[2 * j + 1] = make_float4(o[4], o[5], o[6], o[7]);
+    dbr[j] = pack8(o);
+  }
+}
 
 __global__ void rmsnorm_bwd_residual_kernel(const bf16* x, const float* w, const bf16* dy, float eps,
                                             bool zero_centered, float* dres, bf16* dres_bf16, int64_t C) {
@@ -115,6 +215,13 @@ __global__ void rmsnorm_bwd_residual_kernel(const bf16* x, const float* w, const
 void rmsnorm_bwd_residual(const void* x, const float* w, const void* dy, float eps, bool zero_centered, float* dres,
                           void* dres_bf16, int64_t rows, int64_t C) {
   if (rows == 0) return;
+  if (C % 8 == 0) {
+    rmsnorm_bwd_residual_rows_kernel<<<unsigned((rows + kRowWarps - 1) / kRowWarps), kRowWarps * 32>>>(
+        static_cast<const bf16*>(x), w, static_cast<const bf16*>(dy), eps, zero_centered, dres,
+        static_cast<bf16*>(dres_bf16), rows, C);
+    TUNE_CUDA_LAUNCHED();
+    return;
+  }
   rmsnorm_bwd_residual_kernel<<<unsigned(rows), row_threads(C, 512)>>>(
       static_cast<const bf16*>(x), w, static_cast<const bf16*>(dy), eps, zero_centered, dres,
       static_cast<bf16*>(dres_bf16), C);

@@ -1,0 +1,30 @@
+#!/bin/bash
+# tune bench train and the transformers+PEFT baseline (bench/hf_baseline.py) on the same shapes, one after the
+# other in the same run, on the GPU machine; appends one JSON line per shape to OUT (the format of
+# bench/results.jsonl) and prints both sides.
+# usage: bench/train_bench.sh TUNE_BINARY COMMIT OUT.jsonl PRESET:BATCH[:SEQ_LEN[:EXTRA_TUNE_FLAGS]] ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tune=$1 commit=$2 out=$3
+shift 3
+for spec in "$@"; do
+  IFS=: read -r preset batch seq extra <<<"$spec"
+  seq=${seq:-2048}
+  t=$("$tune" bench train --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 2 --json $extra)
+  b=$(python3 bench/hf_baseline.py --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 2 \
+      2>/dev/null | tail -1)
+  python3 - "$t" "$b" "$commit" "$out" <<'PY'
+import datetime, json, sys
+t, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+row = {"date": datetime.date.today().isoformat(), "commit": sys.argv[3], "device": b.get("device", ""),
+       "preset": t["preset"], "batch_size": t["batch_size"], "seq_len": t["seq_len"], "lora_r": t["lora_r"],
+       "tune_tokens_per_s": round(t["tokens_per_s"], 1),
+       "baseline_tokens_per_s": None if b.get("oom") else round(b["tokens_per_s"], 1),
+       "tune_peak_gib": round(t["peak_gib"], 3), "baseline_peak_gib": None if b.get("oom") else round(b["peak_gib"], 3),
+       "speedup": None if b.get("oom") else round(t["tokens_per_s"] / b["tokens_per_s"], 3),
+       "baseline": "transformers %s + peft %s, torch %s" % (b.get("transformers"), b.get("peft"), b.get("torch"))}
+print(json.dumps(row))
+with open(sys.argv[4], "a") as f:
+    f.write(json.dumps(row) + "\n")
+PY
+done
