@@ -4,8 +4,9 @@
 // (N, K) when trans_b (a PyTorch weight [out, in] used as x W^T is B with trans_b). C and D share type and row
 // stride ldd and may be the same buffer (accumulate in place); C may be null when beta == 0. A and B share one
 // type (bf16 or f32), D is bf16 or f32; compute is fp32 (no TF32), split-K partial sums stay fp32.
-// Plans (descriptors + the heuristic's algorithm) are cached per shape, strides, types and pointer alignment,
-// so a training step allocates nothing. Plain C++ header: callers need no CUDA headers.
+// Plans (descriptors + the fastest of the heuristic's first candidates, timed once on the first call's operands)
+// are cached per shape, strides, types and pointer alignment, so only a shape's first step allocates (the timing
+// scratch). Plain C++ header: callers need no CUDA headers.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 // (see gemm.h). One plan per distinct call is built on first use and reused.
 #include <cublasLt.h>
 
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -70,7 +71,20 @@ Context& context() {
   return *ctx;
 }
 
-Plan make_plan(Context& ctx, const Key& k) {
+// Up to this many of the heuristic's candidates are timed once per plan (on the call's own operands, writing a
+// scratch output) and the fastest kept: the heuristic's first choice is not always the fastest for the skinny
+// shapes of LoRA and the odd widths of some models.
+constexpr int kCandidates = 6;
+constexpr size_t kMaxScratchBytes = size_t(96) << 20;
+
+struct Operands {
+  const void *A, *B, *C;
+  void* D;
+  float alpha, beta;
+  cudaStream_t stream;
+};
+
+Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
   Plan p;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   // cuBLASLt "A" = our B (opB(B)^T is N x K), cuBLASLt "B" = our A (opA(A)^T is K x M).
@@ -110,12 +124,40 @@ Plan make_plan(Context& ctx, const Key& k) {
                                                       sizeof al_d));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
                                                       sizeof al_d));
-  cublasLtMatmulHeuristicResult_t res{};
+  cublasLtMatmulHeuristicResult_t res[kCandidates]{};
   int found = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.desc, p.a, p.b, p.d, p.d, pref, 1, &res, &found));
+  CUBLAS_CHECK(
+      cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.desc, p.a, p.b, p.d, p.d, pref, kCandidates, res, &found));
   cublasLtMatmulPreferenceDestroy(pref);
   TUNE_CHECK(found > 0) << "gemm: cuBLASLt has no algorithm for M=" << k.M << " N=" << k.N << " K=" << k.K;
-  p.algo = res.algo;
+  p.algo = res[0].algo;
+  // Time the candidates into a scratch D (C, when used, is read from the real buffer, so nothing changes). Large
+  // outputs (the big products, which the heuristic serves well) keep its choice: the scratch stays small.
+  const size_t dbytes = size_t(k.M) * size_t(k.ldd) * (DType(k.d) == DType::BF16 ? 2 : 4);
+  if (found == 1 || dbytes > kMaxScratchBytes) return p;
+  void* scratch = nullptr;
+  CUDA_CHECK(cudaMalloc(&scratch, dbytes));
+  cudaEvent_t e0, e1;
+  CUDA_CHECK(cudaEventCreate(&e0));
+  CUDA_CHECK(cudaEventCreate(&e1));
+  float best = INFINITY;
+  for (int i = 0; i < found; ++i) {
+    auto launch = [&] {
+      return cublasLtMatmul(ctx.handle, p.desc, &op.alpha, op.B, p.a, op.A, p.b, &op.beta, op.C ? op.C : scratch,
+                            p.d, scratch, p.d, &res[i].algo, ctx.workspace, kWorkspaceBytes, op.stream);
+    };
+    if (launch() != CUBLAS_STATUS_SUCCESS) continue;
+    CUDA_CHECK(cudaEventRecord(e0, op.stream));
+    for (int rep = 0; rep < 3; ++rep) CUBLAS_CHECK(launch());
+    CUDA_CHECK(cudaEventRecord(e1, op.stream));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (ms < best) best = ms, p.algo = res[i].algo;
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  CUDA_CHECK(cudaFree(scratch));
   return p;
 }
 
@@ -135,7 +177,11 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOpera
   {
     std::lock_guard<std::mutex> lock(ctx.mu);
     auto it = ctx.plans.find(key);
-    if (it == ctx.plans.end()) it = ctx.plans.emplace(key, make_plan(ctx, key)).first;
+    if (it == ctx.plans.end()) {
+      const Operands op{A.data, B.data, beta == 0.0f ? nullptr : (C ? C : D), D, alpha, beta,
+                        static_cast<cudaStream_t>(stream)};
+      it = ctx.plans.emplace(key, make_plan(ctx, key, op)).first;
+    }
     plan = &it->second;
   }
   if (bias)
