@@ -24,4 +24,13 @@ void conv1d_causal_bwd(const R* x, const R* w, const int32_t* doc_start, const R
                        int64_t C, int64_t K);
 }  // namespace cpu
 
+// CUDA kernels (defined when built with TUNE_CUDA). Device pointers; x, y, dy, dx have the element type `dt` and w
+// has `wdt` (each f32 or bf16, math in fp32); dw (C, K) is f32 and accumulates (null: not computed). K <= 8.
+namespace cuda {
+void conv1d_causal_fwd(const void* x, const void* w, const int32_t* doc_start, void* y, int64_t T, int64_t C,
+                       int64_t K, DType dt, DType wdt);
+void conv1d_causal_bwd(const void* x, const void* w, const int32_t* doc_start, const void* dy, void* dx, float* dw,
+                       int64_t T, int64_t C, int64_t K, DType dt, DType wdt);
+}  // namespace cuda
+
 }  // namespace tune

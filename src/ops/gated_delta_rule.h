@@ -33,6 +33,41 @@ template <class R>
 void gated_delta_rule_bwd(const R* q, const R* k, const R* v, const R* g, const R* beta, const int32_t* doc_start,
                           const R* dout, R* dq, R* dk, R* dv, R* dg, R* dbeta, int64_t T, int64_t nV, int64_t dk_,
                           int64_t dv_);
+
+// The chunked (WY / UT-transform) form of the forward that the CUDA kernels implement, in chunks of `chunk`
+// positions at fixed offsets 0, chunk, 2 chunk, ...; a document may start anywhere inside a chunk. Per head and
+// chunk of n positions with S the state at the chunk's start (see the .cpp for the derivation):
+//   G = cumsum(g) in the chunk; same(i, j) = t_i and t_j in one document; D_ij = same(i, j) exp(G_i - G_j), j <= i
+//   e_i = exp(G_i) if t_i's document began before the chunk, else 0 (the incoming state does not reach t_i)
+//   A = strict_lower(diag(beta) K K^T . D),  Tm = (I + A)^-1 (forward substitution)
+//   W = Tm diag(beta e) K (n, dk),  U0 = Tm diag(beta) V (n, dv),  u = U0 - W S
+//   O = diag(e) Q S + (lower_incl(Q K^T . D)) u
+//   S <- e_l S + sum_m D_lm k_m u_m^T   (l = n - 1, the chunk's last position)
+template <class R>
+void gated_delta_rule_chunked_fwd(const R* q, const R* k, const R* v, const R* g, const R* beta,
+                                  const int32_t* doc_start, R* o, int64_t T, int64_t nV, int64_t dk, int64_t dv,
+                                  int64_t chunk);
 }  // namespace cpu
+
+// CUDA kernels (defined when built with TUNE_CUDA), the chunked form above with chunks of 64: per chunk the
+// matrices of the UT transform in blocked fp32 math, and across chunks the (dk, dv) state of each head in fp32.
+// Device pointers; q, k, v, o, d_o, dq, dk, dv are bf16, contiguous (T, nV, d); g, beta, dg, dbeta are f32 (T, nV).
+// Head dims dk, dv in {16, 32, 64, 128}. dq, dk, dv, dg, dbeta are overwritten. `stream` is a cudaStream_t (null:
+// the default stream).
+// Workspace (f32, 16-byte aligned), the forward's part first:
+//   W (T, nV, dk) and u (T, nV, dv) of every chunk, the state at each chunk's start (chunks, nV, dk, dv);
+//   the backward adds du (T, nV, dv) and the state's gradient at each chunk's end (chunks, nV, dk, dv).
+// The backward recomputes the forward's part itself, so the two calls share nothing but the buffer.
+namespace cuda {
+bool gated_delta_rule_supported(int64_t dk, int64_t dv);
+size_t gated_delta_rule_workspace_bytes(int64_t T, int64_t nV, int64_t dk, int64_t dv, bool backward);
+void gated_delta_rule_fwd(const void* q, const void* k, const void* v, const float* g, const float* beta,
+                          const int32_t* doc_start, void* o, void* workspace, int64_t T, int64_t nV, int64_t dk,
+                          int64_t dv, void* stream);
+void gated_delta_rule_bwd(const void* q, const void* k, const void* v, const float* g, const float* beta,
+                          const int32_t* doc_start, const void* d_o, void* dq, void* dk, void* dv, float* dg,
+                          float* dbeta, void* workspace, int64_t T, int64_t nV, int64_t dk_, int64_t dv_,
+                          void* stream);
+}  // namespace cuda
 
 }  // namespace tune

@@ -196,4 +196,28 @@ TEST(GatedDeltaRule, BwdF32MatchesDouble) {
   test::expect_close(db.f32(), rb, 1e-5, 1e-5);
 }
 
+// The chunked form (the CUDA kernels' algorithm) equals the recurrence in double to rounding: chunks of 64 and of
+// 4, lengths that chunks do not divide, and documents that start inside a chunk, at a chunk start and at t = 1.
+TEST(GatedDeltaRule, ChunkedFormEqualsRecurrence) {
+  const int64_t nV = 2, dk = 8, dv = 4;
+  for (int64_t T : {int64_t(1), int64_t(63), int64_t(64), int64_t(150)}) {
+    std::vector<int32_t> ds(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) ds[size_t(t)] = t < 1 ? 0 : t < 64 ? 1 : t < 100 ? 64 : 100;
+    for (bool docs : {false, true}) {
+      const int32_t* d = docs ? ds.data() : nullptr;
+      auto q = test::randv(T * nV * dk, 81, 0.3), k = test::randv(T * nV * dk, 82, 0.3);
+      auto v = test::randv(T * nV * dv, 83), g = test::randv(T * nV, 84, 0.2, -0.3),
+           b = test::randv(T * nV, 85, 0.2, 0.5);
+      std::vector<double> want(static_cast<size_t>(T * nV * dv)), got(want.size());
+      cpu::gated_delta_rule_fwd(q.data(), k.data(), v.data(), g.data(), b.data(), d, want.data(), T, nV, dk, dv);
+      for (int64_t chunk : {int64_t(4), int64_t(64)}) {
+        cpu::gated_delta_rule_chunked_fwd(q.data(), k.data(), v.data(), g.data(), b.data(), d, got.data(), T, nV,
+                                          dk, dv, chunk);
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_NEAR(got[i], want[i], 1e-10) << "T " << T << " docs " << docs << " chunk " << chunk << " at " << i;
+      }
+    }
+  }
+}
+
 }  // namespace tune
