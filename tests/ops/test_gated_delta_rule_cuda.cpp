@@ -11,6 +11,7 @@
 
 namespace tune {
 
+#ifdef TUNE_CUDA
 namespace {
 
 constexpr double kRelL2 = 1e-2;
@@ -115,5 +116,11 @@ TEST(GatedDeltaRuleCuda, UnsupportedHeadDimIsAnError) {
                                           1, 96, 128, nullptr),
                std::exception);
 }
+
+#else
+
+TEST(GatedDeltaRuleCuda, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA"; }
+
+#endif
 
 }  // namespace tune

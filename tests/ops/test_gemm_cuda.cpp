@@ -8,6 +8,7 @@
 
 namespace tune {
 
+#ifdef TUNE_CUDA
 namespace {
 
 // Element (i, j) of a row-major operand stored as (rows, ld) — transposed when `trans`.
@@ -80,5 +81,11 @@ TEST(GemmCuda, MatchesReference) {
     }
   }
 }
+
+#else
+
+TEST(GemmCuda, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA"; }
+
+#endif
 
 }  // namespace tune
