@@ -1,6 +1,9 @@
-// tune export --model DIR [--adapter DIR] --gguf TYPE --out FILE.gguf [--imatrix FILE.gguf] [--name NAME]:
+// tune export --model DIR [--adapter DIR] --gguf TYPE --out FILE.gguf [--imatrix FILE] [--name NAME]:
 // writes the model (with a PEFT LoRA adapter merged in f32 first) as a llama.cpp GGUF of file type TYPE
-// (F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K). Progress goes to stderr.
+// (F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K), quantized with the importance matrix's weights
+// when --imatrix names one (GGUF or legacy .dat, from tune imatrix or llama-imatrix). Progress goes to stderr.
+// tune export --adapter DIR --lora-gguf FILE.gguf [--model DIR] [--lora-type F32|F16|BF16|Q8_0] [--name NAME]:
+// writes the PEFT adapter alone as a llama.cpp LoRA adapter GGUF (llama.cpp's --lora), for the base model's GGUF.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -10,8 +13,10 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "eval/imatrix.h"
 #include "export/merge.h"
 #include "export/gguf_export.h"
+#include "export/lora_gguf.h"
 #include "io/gguf.h"
 #include "io/json.h"
 #include "model/lora_peft.h"
@@ -24,35 +29,6 @@ namespace tune::cli {
 
 namespace {
 
-// A GGUF imatrix (llama-imatrix's default format): <weight>.in_sum2 {cols, n_mat} / <weight>.counts {1, n_mat}
-// -> mean x² per column (slices with no tokens get 1, as llama-quantize does).
-std::map<std::string, std::vector<float>> load_imatrix(const std::string& path) {
-  if (!is_gguf_path(path))
-    throw UnsupportedError("--imatrix " + path + ": only GGUF imatrix files are read",
-                           "write it with llama-imatrix's default GGUF format (a .gguf name)");
-  const GgufFile f(path);
-  std::map<std::string, std::vector<float>> out;
-  const std::string suffix = ".in_sum2";
-  for (const GgufTensorInfo& t : f.tensors()) {
-    if (t.name.size() <= suffix.size() || t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix))
-      continue;
-    const std::string base = t.name.substr(0, t.name.size() - suffix.size());
-    const Tensor sums = f.tensor(t.name).to(DType::F32);
-    const GgufTensorInfo* ci = f.find_tensor(base + ".counts");
-    if (!ci) throw FormatError(path + ": " + base + ".counts missing");
-    const Tensor counts = f.tensor(ci->name).to(DType::F32);
-    const int64_t n_mat = counts.numel(), cols = sums.numel() / std::max<int64_t>(1, n_mat);
-    std::vector<float> v(size_t(sums.numel()));
-    for (int64_t m = 0; m < n_mat; ++m) {
-      const float c = counts.f32()[m];
-      for (int64_t j = 0; j < cols; ++j) v[size_t(m * cols + j)] = c > 0 ? sums.f32()[m * cols + j] / c : 1.f;
-    }
-    out[base] = std::move(v);
-  }
-  if (out.empty()) throw FormatError(path + ": no *.in_sum2 tensors; is this an imatrix GGUF?");
-  return out;
-}
-
 std::string read_text(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   std::ostringstream ss;
@@ -60,10 +36,46 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
+// --adapter DIR --lora-gguf OUT.gguf [--model DIR] [--lora-type F32|F16|BF16|Q8_0]: the adapter alone, as a
+// llama.cpp LoRA adapter GGUF for the base model's own GGUF. Only the base model's config and tensor headers
+// are read (from adapter_config.json's base_model_name_or_path when --model is not given).
+int export_lora_gguf(const Args& a) {
+  for (const char* f : {"--gguf", "--out", "--imatrix"})
+    if (a.has(f))
+      throw ConfigError(std::string(f) + " does not apply with --lora-gguf",
+                        "--lora-gguf FILE writes the adapter alone; export the base model in a separate call");
+  const std::string adapter_dir = a.require("--adapter"), out = a.get("--lora-gguf", "");
+  std::string dir = a.get("--model", "");
+  if (dir.empty()) {
+    const std::string cfg = (fs::path(adapter_dir) / "adapter_config.json").string();
+    const Json j = json_load_file(cfg);
+    if (!j.contains("base_model_name_or_path") || !j["base_model_name_or_path"].is_string())
+      throw ConfigError(cfg + ": base_model_name_or_path missing", "name the base model with --model DIR");
+    dir = j["base_model_name_or_path"].get<std::string>();
+  }
+  const Model m = model_load(dir, DType::F32, Device::CPU, /*with_data=*/false);
+  const LoraAdapter ad = lora_load_peft(adapter_dir, m);
+  LoraGgufOptions o;
+  const std::string type = a.get("--lora-type", "F32");
+  const GgufFileType ft = gguf_file_type_parse(type);
+  if (ft == GgufFileType::F32) o.type = DType::F32;
+  else if (ft == GgufFileType::F16) o.type = DType::F16;
+  else if (ft == GgufFileType::BF16) o.type = DType::BF16;
+  else if (ft == GgufFileType::Q8_0) o.type = DType::Q8_0;
+  else throw ConfigError("--lora-type " + type + ": an adapter GGUF is F32, F16, BF16 or Q8_0");
+  o.name = a.get("--name", fs::path(adapter_dir).filename().string());
+  lora_export_gguf(ad, m, out, o);
+  std::printf("wrote %s (LoRA adapter for %s, rank %lld, %s)\n", out.c_str(), gguf_arch_name(m.config),
+              (long long)ad.config.rank, type.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int cmd_export(int argc, char** argv) {
-  Args a("export", argc, argv, {"--model", "--adapter", "--gguf", "--out", "--imatrix", "--name"}, {});
+  Args a("export", argc, argv,
+         {"--model", "--adapter", "--gguf", "--out", "--imatrix", "--name", "--lora-gguf", "--lora-type"}, {});
+  if (a.has("--lora-gguf")) return export_lora_gguf(a);
   const std::string dir = a.require("--model"), out = a.require("--out");
   GgufExportOptions opt;
   opt.type = gguf_file_type_parse(a.require("--gguf"));
@@ -77,9 +89,13 @@ int cmd_export(int argc, char** argv) {
   }
   std::map<std::string, std::vector<float>> imatrix;
   if (a.has("--imatrix")) {
-    imatrix = load_imatrix(a.get("--imatrix", ""));
+    const Imatrix im = imatrix_load(a.get("--imatrix", ""));
+    imatrix = imatrix_importance(im);
     opt.imatrix = &imatrix;
-    std::fprintf(stderr, "imatrix: %zu entries\n", imatrix.size());
+    opt.imatrix_file = a.get("--imatrix", "");
+    opt.imatrix_dataset = im.datasets.empty() ? "" : im.datasets[0];
+    opt.imatrix_chunks = im.chunk_count;
+    std::fprintf(stderr, "imatrix: %zu entries from %lld chunks\n", imatrix.size(), (long long)im.chunk_count);
   }
   opt.name = a.get("--name", fs::path(dir).filename().string());
   if (opt.name.empty()) opt.name = fs::path(dir).parent_path().filename().string();

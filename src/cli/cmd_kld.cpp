@@ -1,6 +1,7 @@
-// tune kld --base DIR|FILE.gguf --model FILE.gguf|DIR --data TEXT [--ctx 512] [--json]: KL divergence of a
-// (quantized) model against its base over a text, with llama-perplexity --kl-divergence's definitions; and
-// tune perplexity --model DIR|FILE.gguf --data TEXT [--ctx 512] [--json].
+// tune kld --base DIR|FILE.gguf --model FILE.gguf|DIR [--model ...] --data TEXT [--ctx 512] [--chunks N] [--json]:
+// KL divergence of (quantized) models against their base over a text, with llama-perplexity --kl-divergence's
+// definitions (the base runs once; each --model is loaded in turn); and
+// tune perplexity --model DIR|FILE.gguf --data TEXT [--ctx 512] [--chunks N] [--json].
 #include <cstdio>
 
 #include "cli/args.h"
@@ -28,22 +29,7 @@ LogitsFn logits_of(const Model& m) {
   };
 }
 
-}  // namespace
-
-int cmd_kld(int argc, char** argv) {
-  Args a("kld", argc, argv, {"--base", "--model", "--data", "--ctx"}, {"--json"});
-  const std::string base_path = a.require("--base");
-  const Model base = load_any(base_path), model = load_any(a.require("--model"));
-  if (base.config.vocab_size != model.config.vocab_size)
-    throw ConfigError("tune kld: the base has " + std::to_string(base.config.vocab_size) + " tokens and the model " +
-                      std::to_string(model.config.vocab_size), "compare a model with its own base");
-  const std::vector<int32_t> ids = tokenizer_any(base_path).encode(read_file(a.require("--data")));
-  const KldStats st = kld_stats(kld_run(ids, a.get_int("--ctx", 512), base.config.vocab_size, logits_of(base),
-                                        logits_of(model)));
-  if (a.has("--json")) {
-    std::printf("%s\n", st.to_json().dump().c_str());
-    return 0;
-  }
+void print_stats(const KldStats& st) {
   std::printf("tokens scored:   %lld\n", (long long)st.tokens);
   std::printf("mean KLD:        %.6f +- %.6f\n", st.mean_kld, st.mean_kld_err);
   std::printf("median KLD:      %.6f\n99.0%% KLD:       %.6f\n99.9%% KLD:       %.6f\nmax KLD:         %.6f\n",
@@ -51,15 +37,52 @@ int cmd_kld(int argc, char** argv) {
   std::printf("same top token:  %.2f%%\n", 100.0 * st.top1_agreement);
   std::printf("PPL(base):       %.4f\nPPL(model):      %.4f\nPPL ratio:       %.6f\nRMS dp:          %.4f%%\n",
               st.ppl_base, st.ppl_model, st.ppl_ratio, 100.0 * st.rms_dp);
+}
+
+}  // namespace
+
+int cmd_kld(int argc, char** argv) {
+  Args a("kld", argc, argv, {"--base", "--model", "--data", "--ctx", "--chunks"}, {"--json"});
+  const std::string base_path = a.require("--base");
+  a.require("--model");
+  const std::vector<std::string> models = a.get_all("--model");
+  const std::vector<int32_t> ids = tokenizer_any(base_path).encode(read_file(a.require("--data")));
+  KldBase kb;
+  {
+    const Model base = load_any(base_path);
+    std::fprintf(stderr, "base %s: %zu tokens\n", base_path.c_str(), ids.size());
+    kb = kld_base_run(ids, a.get_int("--ctx", 512), base.config.vocab_size, logits_of(base), a.get_int("--chunks", -1));
+  }
+  Json all = Json::array();
+  for (const std::string& path : models) {
+    const Model model = load_any(path);
+    if (model.config.vocab_size != kb.vocab)
+      throw ConfigError("tune kld: the base has " + std::to_string(kb.vocab) + " tokens and " + path + " " +
+                            std::to_string(model.config.vocab_size),
+                        "compare a model with its own base");
+    const KldStats st = kld_stats(kld_compare(kb, logits_of(model)));
+    std::fprintf(stderr, "%s: mean KLD %.6f, same top %.2f%%\n", path.c_str(), st.mean_kld, 100.0 * st.top1_agreement);
+    if (a.has("--json")) {
+      Json j = st.to_json();
+      if (models.size() > 1) j["model"] = path;
+      all.push_back(j);
+      continue;
+    }
+    if (models.size() > 1) std::printf("%s== %s\n", path == models.front() ? "" : "\n", path.c_str());
+    print_stats(st);
+    std::fflush(stdout);
+  }
+  if (a.has("--json")) std::printf("%s\n", (models.size() > 1 ? all : all[0]).dump().c_str());
   return 0;
 }
 
 int cmd_perplexity(int argc, char** argv) {
-  Args a("perplexity", argc, argv, {"--model", "--data", "--ctx"}, {"--json"});
+  Args a("perplexity", argc, argv, {"--model", "--data", "--ctx", "--chunks"}, {"--json"});
   const std::string path = a.require("--model");
   const Model m = load_any(path);
   const std::vector<int32_t> ids = tokenizer_any(path).encode(read_file(a.require("--data")));
-  const PerplexityResult r = perplexity_run(ids, a.get_int("--ctx", 512), m.config.vocab_size, logits_of(m));
+  const PerplexityResult r =
+      perplexity_run(ids, a.get_int("--ctx", 512), m.config.vocab_size, logits_of(m), a.get_int("--chunks", -1));
   if (a.has("--json")) {
     std::printf("%s\n", Json({{"tokens", r.tokens}, {"ppl", r.ppl}}).dump().c_str());
   } else {

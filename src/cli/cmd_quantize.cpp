@@ -1,11 +1,13 @@
-// tune quantize IN.gguf OUT.gguf TYPE [--imatrix FILE.gguf] [--allow-requantize]: re-encodes a GGUF (every key
-// copied) with the per-tensor types of file type TYPE, from the dequantized weights. Input already quantized
+// tune quantize IN.gguf OUT.gguf TYPE [--imatrix FILE] [--allow-requantize]: re-encodes a GGUF (every key
+// copied) with the per-tensor types of file type TYPE, from the dequantized weights, weighting the quantization
+// error by the importance matrix as llama-quantize --imatrix does. Input already quantized
 // below Q8_0 is refused unless --allow-requantize (quantizing quantized weights again compounds the error).
 #include <cstdio>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "eval/imatrix.h"
 #include "export/gguf_export.h"
 #include "io/gguf.h"
 
@@ -28,9 +30,20 @@ int cmd_quantize(int argc, char** argv) {
                           "extra error");
     }
   }
-  if (a.has("--imatrix")) throw UnsupportedError("tune quantize: --imatrix is read by tune export only for now",
-                                                 "use tune export --imatrix");
-  gguf_requantize(in, out, type, nullptr, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+  GgufExportOptions opt;
+  opt.type = type;
+  std::map<std::string, std::vector<float>> imatrix;
+  if (a.has("--imatrix")) {
+    const Imatrix im = imatrix_load(a.get("--imatrix", ""));
+    imatrix = imatrix_importance(im);
+    opt.imatrix = &imatrix;
+    opt.imatrix_file = a.get("--imatrix", "");
+    opt.imatrix_dataset = im.datasets.empty() ? "" : im.datasets[0];
+    opt.imatrix_chunks = im.chunk_count;
+    std::fprintf(stderr, "imatrix: %zu entries from %lld chunks\n", imatrix.size(), (long long)im.chunk_count);
+  }
+  opt.progress = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
+  gguf_requantize(in, out, opt);
   std::printf("wrote %s (%s)\n", out.c_str(), gguf_file_type_name(type));
   return 0;
 }

@@ -17,6 +17,7 @@ int cmd_kld(int argc, char** argv);
 int cmd_perplexity(int argc, char** argv);
 int cmd_export(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
+int cmd_imatrix(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 
 }  // namespace tune::cli

@@ -21,7 +21,8 @@ const Verb kVerbs[] = {
      "logits --model DIR|FILE.gguf [--dequantize] [--adapter DIR] --ids \"1 2 3\"|@FILE [--out FILE.safetensors] "
      "[--top K]: logits of one sequence (a GGUF computes as llama.cpp's CPU backend unless --dequantize)"},
     {"init", tune::cli::cmd_init,
-     "init (--preset NAME | --config FILE) --out DIR [--seed N] [--std X] [--dtype f32|bf16]: seeded random model"},
+     "init (--preset NAME | --config FILE) --out DIR [--seed N] [--std X] [--dtype f32|bf16] [--norm-spread S]: "
+     "seeded random model (--norm-spread: lognormal norm weights, channel energies as in trained models)"},
     {"train", tune::cli::cmd_train,
      "train --model DIR --data FILE.jsonl --out DIR [--lora-r 16 --lora-alpha 32 --target q,k,v,o,gate,up,down "
      "--lr 2e-4 --steps N|--epochs E --batch-size B --grad-accum G --seq-len L --save-every N --resume DIR ...]: "
@@ -33,15 +34,22 @@ const Verb kVerbs[] = {
      "generate --model DIR [--adapter DIR] --prompt STR [--chat] [--max-tokens N] [--temperature T --top-k K "
      "--top-p P --min-p M --repetition-penalty R --seed S]: stream a continuation"},
     {"kld", tune::cli::cmd_kld,
-     "kld --base DIR|FILE.gguf --model FILE.gguf --data TEXT [--ctx 512] [--json]: KL divergence against the base"},
-    {"perplexity", tune::cli::cmd_perplexity, "perplexity --model DIR|FILE.gguf --data TEXT [--ctx 512] [--json]"},
+     "kld --base DIR|FILE.gguf --model FILE.gguf [--model ...] --data TEXT [--ctx 512] [--chunks N] [--json]: KL "
+     "divergence against the base"},
+    {"perplexity", tune::cli::cmd_perplexity,
+     "perplexity --model DIR|FILE.gguf --data TEXT [--ctx 512] [--chunks N] [--json]"},
     {"merge", tune::cli::cmd_merge,
      "merge --model DIR --adapter DIR --out DIR [--dtype bf16|f16|f32]: fold a LoRA adapter into the model"},
     {"export", tune::cli::cmd_export,
      "export --model DIR [--adapter DIR] --gguf F32|F16|BF16|Q8_0|Q6_K|Q5_K_M|Q4_K_M|Q3_K_M|Q2_K --out FILE.gguf "
-     "[--imatrix FILE.gguf] [--name NAME]: llama.cpp GGUF (qwen2, qwen3, qwen3moe)"},
+     "[--imatrix FILE] [--name NAME]: llama.cpp GGUF (qwen2, qwen3, qwen3moe, qwen35, qwen35moe); or export "
+     "--adapter DIR --lora-gguf FILE.gguf [--model DIR] [--lora-type F32|F16|BF16|Q8_0]: the adapter as a llama.cpp "
+     "LoRA GGUF"},
     {"quantize", tune::cli::cmd_quantize,
-     "quantize IN.gguf OUT.gguf TYPE [--allow-requantize]: re-encode a GGUF with another file type"},
+     "quantize IN.gguf OUT.gguf TYPE [--imatrix FILE] [--allow-requantize]: re-encode a GGUF with another file type"},
+    {"imatrix", tune::cli::cmd_imatrix,
+     "imatrix --model DIR|FILE.gguf --data TEXT --out FILE.gguf [--ctx 512] [--chunks N] [--adapter DIR] "
+     "[--process-output]: importance matrix (llama-imatrix's GGUF format) for export/quantize --imatrix"},
     {"bench", tune::cli::cmd_bench,
      "bench train --preset NAME [--batch-size 4 --seq-len 2048 --steps 8 --warmup 2 --lora-r 16] [--json]: LoRA "
      "training speed and peak GPU memory on random weights of a real shape (CUDA)"},

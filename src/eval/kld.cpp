@@ -90,7 +90,7 @@ Json KldStats::to_json() const {
 }
 
 namespace {
-int64_t chunk_count(std::span<const int32_t> ids, int64_t n_ctx) {
+int64_t chunk_count(std::span<const int32_t> ids, int64_t n_ctx, int64_t max_chunks) {
   if (n_ctx < 4) throw ConfigError("--ctx must be at least 4, got " + std::to_string(n_ctx));
   const int64_t chunks = int64_t(ids.size()) / n_ctx;
   if (chunks == 0) {
@@ -98,12 +98,14 @@ int64_t chunk_count(std::span<const int32_t> ids, int64_t n_ctx) {
                           std::to_string(n_ctx),
                       "use a longer text or a smaller --ctx");
   }
-  return chunks;
+  if (max_chunks == 0) throw ConfigError("--chunks must be at least 1");
+  return max_chunks > 0 ? std::min(chunks, max_chunks) : chunks;
 }
 }  // namespace
 
-PerplexityResult perplexity_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& model) {
-  const int64_t chunks = chunk_count(ids, n_ctx);
+PerplexityResult perplexity_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& model,
+                                int64_t max_chunks) {
+  const int64_t chunks = chunk_count(ids, n_ctx, max_chunks);
   double nll = 0;
   PerplexityResult r;
   std::vector<double> lp;
@@ -121,21 +123,41 @@ PerplexityResult perplexity_run(std::span<const int32_t> ids, int64_t n_ctx, int
   return r;
 }
 
-std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
-                                const LogitsFn& model) {
-  const int64_t chunks = chunk_count(ids, n_ctx);
-  std::vector<TokenScore> out;
+KldBase kld_base_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
+                     int64_t max_chunks) {
+  const int64_t chunks = chunk_count(ids, n_ctx, max_chunks);
+  KldBase b;
+  b.n_ctx = n_ctx;
+  b.vocab = vocab;
+  b.ids.assign(ids.begin(), ids.begin() + chunks * n_ctx);
+  const int64_t first = n_ctx / 2, rows = n_ctx - 1 - first;
   for (int64_t c = 0; c < chunks; ++c) {
-    const std::span<const int32_t> chunk = ids.subspan(size_t(c * n_ctx), size_t(n_ctx));
-    const std::vector<float> lb = base(chunk), lm = model(chunk);
-    TUNE_CHECK(int64_t(lb.size()) == n_ctx * vocab && lm.size() == lb.size()) << "kld_run: logits shape";
+    const std::vector<float> l = base(ids.subspan(size_t(c * n_ctx), size_t(n_ctx)));
+    TUNE_CHECK(int64_t(l.size()) == n_ctx * vocab) << "kld_base_run: logits shape";
+    b.logits.emplace_back(l.begin() + first * vocab, l.begin() + (first + rows) * vocab);
+  }
+  return b;
+}
+
+std::vector<TokenScore> kld_compare(const KldBase& b, const LogitsFn& model) {
+  const int64_t n_ctx = b.n_ctx, vocab = b.vocab, first = n_ctx / 2;
+  std::vector<TokenScore> out;
+  for (size_t c = 0; c < b.logits.size(); ++c) {
+    const std::span<const int32_t> chunk(b.ids.data() + c * size_t(n_ctx), size_t(n_ctx));
+    const std::vector<float> lm = model(chunk);
+    TUNE_CHECK(int64_t(lm.size()) == n_ctx * vocab) << "kld_compare: logits shape";
     // Position j predicts token j + 1; the first half of the chunk is context only.
-    for (int64_t j = n_ctx / 2; j < n_ctx - 1; ++j) {
-      out.push_back(kld_score({lb.data() + j * vocab, size_t(vocab)}, {lm.data() + j * vocab, size_t(vocab)},
-                              chunk[size_t(j + 1)]));
+    for (int64_t j = first; j < n_ctx - 1; ++j) {
+      out.push_back(kld_score({b.logits[c].data() + (j - first) * vocab, size_t(vocab)},
+                              {lm.data() + j * vocab, size_t(vocab)}, chunk[size_t(j + 1)]));
     }
   }
   return out;
+}
+
+std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
+                                const LogitsFn& model, int64_t max_chunks) {
+  return kld_compare(kld_base_run(ids, n_ctx, vocab, base, max_chunks), model);
 }
 
 }  // namespace tune

@@ -38,17 +38,30 @@ struct KldStats {
 double percentile_sorted(const std::vector<double>& sorted, double p);
 KldStats kld_stats(const std::vector<TokenScore>& scores);
 
-// Runs both models over `ids` in chunks of n_ctx (the last partial chunk is dropped, as in llama.cpp) and scores the
-// second half of each chunk. `logits(chunk)` returns (n_ctx, V) logits, row-major.
+// Runs both models over `ids` in chunks of n_ctx (the last partial chunk is dropped, as in llama.cpp; at most
+// `max_chunks` chunks when it is >= 0) and scores the second half of each chunk. `logits(chunk)` returns
+// (n_ctx, V) logits, row-major.
 using LogitsFn = std::function<std::vector<float>(std::span<const int32_t>)>;
 std::vector<TokenScore> kld_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
-                                const LogitsFn& model);
+                                const LogitsFn& model, int64_t max_chunks = -1);
+
+// kld_run in two steps, so one base pass serves several models (llama-perplexity's --kl-divergence-base): the
+// base model's logits at the scored positions of each chunk, then the scores of a model against them.
+struct KldBase {
+  int64_t n_ctx = 0, vocab = 0;
+  std::vector<int32_t> ids;                // the tokens of the chunks used
+  std::vector<std::vector<float>> logits;  // per chunk: rows n_ctx/2 .. n_ctx-2, each `vocab` logits
+};
+KldBase kld_base_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& base,
+                     int64_t max_chunks = -1);
+std::vector<TokenScore> kld_compare(const KldBase& base, const LogitsFn& model);
 
 // Perplexity of one model with the same chunking and scoring: exp(mean NLL) over the scored tokens.
 struct PerplexityResult {
   int64_t tokens = 0;
   double ppl = 0;
 };
-PerplexityResult perplexity_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& model);
+PerplexityResult perplexity_run(std::span<const int32_t> ids, int64_t n_ctx, int64_t vocab, const LogitsFn& model,
+                                int64_t max_chunks = -1);
 
 }  // namespace tune

@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "model/model_gguf.h"
 #include "model/names.h"
 #include "quant/quant.h"
 
@@ -76,6 +78,71 @@ bool looks_special(const std::string& t) {
   return t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]";
 }
 
+// The interval of full-attention layers (layer i is full attention iff (i + 1) % interval == 0), or 4 when the
+// layer kinds follow no such pattern.
+int64_t full_attention_interval(const ModelConfig& c) {
+  for (int64_t k = 1; k <= c.num_layers; ++k) {
+    bool fits = true;
+    for (int64_t i = 0; i < c.num_layers && fits; ++i)
+      fits = (c.layers[size_t(i)].mixer != MixerKind::GatedDeltaNet) == ((i + 1) % k == 0);
+    if (fits) return k;
+  }
+  return 4;
+}
+
+// Non-finite importance values: llama-quantize refuses the whole imatrix.
+void check_imatrix(const GgufExportOptions& o) {
+  if (!o.imatrix) return;
+  for (const auto& [name, v] : *o.imatrix)
+    for (float x : v)
+      if (!std::isfinite(x))
+        throw ConfigError("imatrix entry " + name + " holds a non-finite value (" + std::to_string(x) + ")",
+                          "recompute the imatrix; the activations overflowed");
+}
+
+// llama-quantize's lookup for a tensor going to `type`: the importance (n_mat · cols values) or null, with a
+// note for the progress line.
+const float* importance_for(const GgufExportOptions& o, const std::string& name, DType type, const Shape& shape,
+                            std::string& note) {
+  if (!o.imatrix || !dtype_is_quantized(type) || shape.ndim < 2) return nullptr;
+  auto it = o.imatrix->find(name);
+  if (it == o.imatrix->end()) {
+    note = " (no imatrix entry)";
+    return nullptr;
+  }
+  const int64_t cols = shape[shape.ndim - 1], n_mat = shape.ndim == 3 ? shape[0] : 1;
+  if (int64_t(it->second.size()) != cols * n_mat) {
+    if (name == "token_embd.weight") {
+      note = " (imatrix entry of another size ignored)";
+      return nullptr;
+    }
+    throw ConfigError("imatrix entry " + name + " has " + std::to_string(it->second.size()) +
+                          " values, but the tensor " + shape.str() + " needs " + std::to_string(cols * n_mat) +
+                          (n_mat > 1 ? " (" + std::to_string(cols) + " per expert)" : ""),
+                      "was the imatrix computed on this model?");
+  }
+  note = " (imatrix)";
+  return it->second.data();
+}
+
+// The keys llama-quantize records when it quantizes with an imatrix.
+void set_imatrix_keys(GgufWriter& w, const GgufExportOptions& o) {
+  if (!o.imatrix) return;
+  if (!o.imatrix_file.empty()) w.set("quantize.imatrix.file", GgufValue::string(o.imatrix_file));
+  if (!o.imatrix_dataset.empty()) w.set("quantize.imatrix.dataset", GgufValue::string(o.imatrix_dataset));
+  w.set("quantize.imatrix.entries_count", GgufValue::u32(uint32_t(o.imatrix->size())));
+  if (o.imatrix_chunks > 0) w.set("quantize.imatrix.chunks_count", GgufValue::u32(uint32_t(o.imatrix_chunks)));
+}
+
+// Quantizes `rows` rows of `cols` f32 values (n_mat matrices stacked) into dst; matrix m uses importance slice m.
+void quantize_matrices(DType type, const float* src, void* dst, int64_t rows, int64_t cols, int64_t n_mat,
+                       const float* importance) {
+  const int64_t per = rows / n_mat;
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t m = 0; m < n_mat; ++m)
+    out += quantize_rows(type, src + m * per * cols, out, per, cols, importance ? importance + m * cols : nullptr);
+}
+
 }  // namespace
 
 GgufFileType gguf_file_type_parse(const std::string& s) {
@@ -94,17 +161,20 @@ const char* gguf_arch_name(const ModelConfig& c) {
     case Arch::Qwen2: return "qwen2";
     case Arch::Qwen3: return "qwen3";
     case Arch::Qwen3Moe: return "qwen3moe";
-    default:
-      throw UnsupportedError(std::string("GGUF export of ") + arch_name(c.arch) + " is not implemented yet",
-                             "export qwen2, qwen3 or qwen3_moe models, or use tune merge for safetensors");
+    case Arch::Qwen3_5: return "qwen35";
+    case Arch::Qwen3_5Moe: return "qwen35moe";
   }
+  throw InternalError("unknown architecture");
 }
 
 DType gguf_tensor_type(GgufFileType ft, const ModelConfig& c, const std::string& name, const Shape& shape,
                        GgufTypeCounters& counters) {
-  // What llama-quantize never quantizes: 1-D tensors, biases, norms, the MoE router.
-  const bool quantizable = shape.ndim >= 2 && ends_with(name, "weight") && !ends_with(name, "_norm.weight") &&
-                           !contains(name, "ffn_gate_inp.weight");
+  // What the converter and llama-quantize never quantize: 1-D tensors (as ggml counts dimensions: outer sizes of
+  // 1 do not count, so the [1, H] shared-expert gate is one), biases, norms, the MoE router, the DeltaNet conv.
+  int ggml_dims = shape.ndim;
+  while (ggml_dims > 1 && shape[shape.ndim - ggml_dims] == 1) --ggml_dims;
+  const bool quantizable = ggml_dims >= 2 && ends_with(name, "weight") && !ends_with(name, "_norm.weight") &&
+                           !contains(name, "ffn_gate_inp.weight") && !contains(name, "ssm_conv1d");
   // Counters advance for every matching tensor, as llama-quantize counts them.
   const bool is_wv = contains(name, "attn_v.weight") || contains(name, "attn_qkv.weight");
   const bool is_down = contains(name, "ffn_down");
@@ -177,28 +247,54 @@ void gguf_export(const Model& model, const Tokenizer* tokenizer, const std::stri
   w.set(key("block_count"), GgufValue::u32(uint32_t(c.num_layers)));
   w.set(key("context_length"), GgufValue::u32(uint32_t(c.max_position_embeddings)));
   w.set(key("embedding_length"), GgufValue::u32(uint32_t(c.hidden_size)));
-  w.set(key("feed_forward_length"),
-        GgufValue::u32(uint32_t(c.intermediate_size > 0 ? c.intermediate_size : c.moe_intermediate_size)));
+  const bool qwen35 = c.arch == Arch::Qwen3_5 || c.arch == Arch::Qwen3_5Moe;
+  if (!qwen35 || c.intermediate_size > 0)  // the converter writes it only when the config has intermediate_size
+    w.set(key("feed_forward_length"),
+          GgufValue::u32(uint32_t(c.intermediate_size > 0 ? c.intermediate_size : c.moe_intermediate_size)));
   w.set(key("attention.head_count"), GgufValue::u32(uint32_t(c.num_heads)));
   w.set(key("attention.head_count_kv"), GgufValue::u32(uint32_t(c.num_kv_heads)));
   w.set(key("attention.key_length"), GgufValue::u32(uint32_t(c.head_dim)));
   w.set(key("attention.value_length"), GgufValue::u32(uint32_t(c.head_dim)));
   w.set(key("rope.freq_base"), GgufValue::f32(float(c.rope_theta)));
   w.set(key("attention.layer_norm_rms_epsilon"), GgufValue::f32(float(c.rms_norm_eps)));
-  if (c.arch == Arch::Qwen3Moe) {
+  if (c.has_moe()) {
     for (const LayerSpec& l : c.layers)
       if (l.ffn != FfnKind::Moe)
-        throw UnsupportedError("GGUF export: qwen3moe with dense layers (mlp_only_layers / decoder_sparse_step) "
-                               "has no llama.cpp architecture", "llama.cpp's qwen3moe expects every layer to be MoE");
+        throw UnsupportedError("GGUF export: " + arch + " with dense layers (mlp_only_layers / decoder_sparse_step) "
+                               "has no llama.cpp architecture", "llama.cpp's " + arch + " expects every layer to be MoE");
     w.set(key("expert_count"), GgufValue::u32(uint32_t(c.num_experts)));
     w.set(key("expert_used_count"), GgufValue::u32(uint32_t(c.num_experts_per_tok)));
     w.set(key("expert_feed_forward_length"), GgufValue::u32(uint32_t(c.moe_intermediate_size)));
-    // llama.cpp's qwen3moe always renormalizes the top-k weights (build_moe_ffn with norm_w = true; it does not
-    // read this key). The flag is recorded so tune reads such a file back faithfully.
+    if (c.shared_expert_intermediate_size > 0)
+      w.set(key("expert_shared_feed_forward_length"), GgufValue::u32(uint32_t(c.shared_expert_intermediate_size)));
+    // llama.cpp's qwen3moe and qwen35moe always renormalize the top-k weights (build_moe_ffn with norm_w = true;
+    // they do not read this key). The flag is recorded so tune reads such a file back faithfully.
     w.set(key("expert_weights_norm"), GgufValue::boolean(c.norm_topk_prob));
     if (!c.norm_topk_prob && options.progress)
-      options.progress("warning: norm_topk_prob is false, but llama.cpp's qwen3moe always renormalizes the top-k "
-                       "expert weights; llama.cpp will not reproduce this model exactly");
+      options.progress("warning: norm_topk_prob is false, but llama.cpp's " + arch + " always renormalizes the "
+                       "top-k expert weights; llama.cpp will not reproduce this model exactly");
+  }
+  if (qwen35) {
+    // Partial interleaved M-RoPE (text positions: plain RoPE over rotary_dim dims); the converter pads the HF
+    // mrope_section to 4 entries and writes [11, 11, 10, 0] when the config has none.
+    w.set(key("rope.dimension_count"), GgufValue::u32(uint32_t(c.rotary_dim)));
+    std::vector<int64_t> sections = c.mrope_section.empty() ? std::vector<int64_t>{11, 11, 10} : c.mrope_section;
+    sections.resize(4, 0);
+    w.set(key("rope.dimension_sections"), GgufValue::ints(GgufType::INT32, sections));
+    w.set(key("ssm.conv_kernel"), GgufValue::u32(uint32_t(c.linear_conv_kernel_dim)));
+    w.set(key("ssm.state_size"), GgufValue::u32(uint32_t(c.linear_key_head_dim)));
+    w.set(key("ssm.group_count"), GgufValue::u32(uint32_t(c.linear_num_key_heads)));
+    w.set(key("ssm.time_step_rank"), GgufValue::u32(uint32_t(c.linear_num_value_heads)));
+    w.set(key("ssm.inner_size"), GgufValue::u32(uint32_t(c.linear_value_head_dim * c.linear_num_value_heads)));
+    std::vector<bool> recurrent;
+    for (const LayerSpec& l : c.layers) recurrent.push_back(l.mixer == MixerKind::GatedDeltaNet);
+    w.set(key("attention.recurrent_layers"), GgufValue::bools(recurrent));
+    // Overridden by recurrent_layers; the interval the layer kinds follow, else transformers' default 4.
+    w.set(key("full_attention_interval"), GgufValue::u32(uint32_t(full_attention_interval(c))));
+    if (c.linear_key_head_dim != c.linear_value_head_dim && options.progress)
+      options.progress("warning: linear_key_head_dim " + std::to_string(c.linear_key_head_dim) +
+                       " != linear_value_head_dim " + std::to_string(c.linear_value_head_dim) + "; llama.cpp's " +
+                       arch + " assumes equal key and value head sizes and will not load this file");
   }
 
   // Vocabulary.
@@ -257,6 +353,9 @@ void gguf_export(const Model& model, const Tokenizer* tokenizer, const std::stri
   if (!options.chat_template.empty())
     w.set("tokenizer.chat_template", GgufValue::string(options.chat_template));
 
+  set_imatrix_keys(w, options);
+  check_imatrix(options);
+
   // Tensors, in the converter's order (embedding, blocks, output norm, head).
   GgufTypeCounters counters;
   const std::vector<TensorSpec> specs = model_tensor_specs(c);
@@ -269,57 +368,37 @@ void gguf_export(const Model& model, const Tokenizer* tokenizer, const std::stri
     if (t.shape() != s.shape)
       throw InternalError("GGUF export: " + s.name + " has shape " + t.shape().str() + ", expected " +
                           s.shape.str());
-    const DType type = gguf_tensor_type(options.type, c, s.name, s.shape, counters);
+    const std::string name = gguf_tensor_name(c, s.name);
+    t = gguf_tensor_values(c, s.name, t);
+    const DType type = gguf_tensor_type(options.type, c, name, s.shape, counters);
     const int64_t cols = s.shape[s.shape.ndim - 1];
     const int64_t rows = s.shape.numel() / cols;
-    const float* imp = nullptr;
-    int64_t imp_slices = 0;
-    if (options.imatrix && quant_uses_importance(type)) {
-      auto it = options.imatrix->find(s.name);
-      if (it != options.imatrix->end()) {
-        const int64_t n_mat = s.shape.ndim == 3 ? s.shape[0] : 1;
-        if (int64_t(it->second.size()) != cols * n_mat && int64_t(it->second.size()) != cols)
-          throw ConfigError("imatrix entry " + s.name + " has " + std::to_string(it->second.size()) +
-                            " values, expected " + std::to_string(cols * n_mat));
-        imp = it->second.data();
-        imp_slices = int64_t(it->second.size()) / cols;
-      }
-    }
-    if (options.progress) {
-      options.progress("[" + std::to_string(index) + "/" + std::to_string(specs.size()) + "] " + s.name + " " +
-                       s.shape.str() + " -> " + dtype_name(type) + (imp ? " (imatrix)" : ""));
-    }
     const int64_t n_mat = s.shape.ndim == 3 ? s.shape[0] : 1;
-    w.add_tensor(s.name, type, s.shape, [t, type, rows, cols, imp, imp_slices, n_mat](void* dst) {
-      const int64_t per = rows / n_mat;
-      auto* out = static_cast<uint8_t*>(dst);
-      for (int64_t m = 0; m < n_mat; ++m) {
-        const float* im = imp ? imp + (imp_slices > 1 ? m * cols : 0) : nullptr;
-        out += quantize_rows(type, t.f32() + m * per * cols, out, per, cols, im);
-      }
+    std::string note;
+    const float* imp = importance_for(options, name, type, s.shape, note);
+    if (options.progress) {
+      options.progress("[" + std::to_string(index) + "/" + std::to_string(specs.size()) + "] " + name + " " +
+                       s.shape.str() + " -> " + dtype_name(type) + note);
+    }
+    w.add_tensor(name, type, s.shape, [t, type, rows, cols, imp, n_mat](void* dst) {
+      quantize_matrices(type, t.f32(), dst, rows, cols, n_mat, imp);
     });
   }
   w.write(path);
 }
 
-}  // namespace tune
-
-#include "model/model_gguf.h"
-
-namespace tune {
-
-void gguf_requantize(const std::string& in_path, const std::string& out_path, GgufFileType type,
-                     const std::map<std::string, std::vector<float>>* imatrix,
-                     const std::function<void(const std::string&)>& progress) {
+void gguf_requantize(const std::string& in_path, const std::string& out_path, const GgufExportOptions& options) {
   const GgufFile in(in_path);
   const ModelConfig c = model_config_from_gguf(in_path);
+  check_imatrix(options);
   GgufWriter w;
   for (const auto& [k, v] : in.metadata()) {
     if (k == "general.alignment") continue;
     w.set(k, v);
   }
-  w.set("general.file_type", GgufValue::u32(gguf_llama_ftype(type)));
+  w.set("general.file_type", GgufValue::u32(gguf_llama_ftype(options.type)));
   w.set("general.quantization_version", GgufValue::u32(2));
+  set_imatrix_keys(w, options);
   GgufTypeCounters counters;
   size_t index = 0;
   for (const GgufTensorInfo& info : in.tensors()) {
@@ -327,38 +406,27 @@ void gguf_requantize(const std::string& in_path, const std::string& out_path, Gg
     if (!info.has_dtype || !(info.dtype == DType::F32 || info.dtype == DType::F16 || info.dtype == DType::BF16 ||
                              quant_supported(info.dtype)))
       throw UnsupportedError(in_path + ": tensor " + info.name + " has a ggml type tune cannot dequantize");
-    DType t = gguf_tensor_type(type, c, info.name, info.shape, counters);
+    DType t = gguf_tensor_type(options.type, c, info.name, info.shape, counters);
     // Tensors llama-quantize leaves alone keep their type.
     if (t == DType::F32 && info.dtype != DType::F32) t = info.dtype;
     const int64_t cols = info.shape[info.shape.ndim - 1];
     const int64_t rows = info.shape.numel() / cols;
     const int64_t n_mat = info.shape.ndim == 3 ? info.shape[0] : 1;
-    const float* imp = nullptr;
-    int64_t slices = 0;
-    if (imatrix && quant_uses_importance(t)) {
-      auto it = imatrix->find(info.name);
-      if (it != imatrix->end() && (int64_t(it->second.size()) == cols * n_mat || int64_t(it->second.size()) == cols)) {
-        imp = it->second.data();
-        slices = int64_t(it->second.size()) / cols;
-      }
-    }
-    if (progress)
-      progress("[" + std::to_string(index) + "/" + std::to_string(in.tensors().size()) + "] " + info.name + " " +
-               dtype_name(info.dtype) + " -> " + dtype_name(t) + (imp ? " (imatrix)" : ""));
+    std::string note;
+    const float* imp = importance_for(options, info.name, t, info.shape, note);
+    if (options.progress)
+      options.progress("[" + std::to_string(index) + "/" + std::to_string(in.tensors().size()) + "] " + info.name +
+                       " " + dtype_name(info.dtype) + " -> " + dtype_name(t) + note);
     if (t == info.dtype && !dtype_is_quantized(t)) {
       w.add_tensor(info.name, t, info.shape, in.tensor_data(info));
       continue;
     }
     const Tensor src = in.tensor(info.name);
-    w.add_tensor(info.name, t, info.shape, [src, t, rows, cols, n_mat, imp, slices](void* dst) {
+    w.add_tensor(info.name, t, info.shape, [src, t, rows, cols, n_mat, imp](void* dst) {
       const Tensor f = src.dtype() == DType::F32 ? src
                        : (src.dtype() == DType::F16 || src.dtype() == DType::BF16) ? src.to(DType::F32)
                                                                                    : dequantize(src);
-      const int64_t per = rows / n_mat;
-      auto* out = static_cast<uint8_t*>(dst);
-      for (int64_t m = 0; m < n_mat; ++m)
-        out += quantize_rows(t, f.f32() + m * per * cols, out, per, cols,
-                             imp ? imp + (slices > 1 ? m * cols : 0) : nullptr);
+      quantize_matrices(t, f.f32(), dst, rows, cols, n_mat, imp);
     });
   }
   w.write(out_path);

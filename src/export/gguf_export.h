@@ -1,5 +1,5 @@
-// Export of a qwen2 / qwen3 / qwen3moe Model as a GGUF v3 file the way llama.cpp's converter and llama-quantize
-// write it: the `general.*` and `<arch>.*` keys, the byte-level BPE vocabulary (`tokenizer.ggml.*`, padded to
+// Export of a qwen2 / qwen3 / qwen3moe / Qwen3.5 (qwen35, qwen35moe) Model as a GGUF v3 file the way llama.cpp's
+// converter and llama-quantize write it: the `general.*` and `<arch>.*` keys, the byte-level BPE vocabulary (`tokenizer.ggml.*`, padded to
 // the model's vocab size with "[PAD<id>]" user-defined tokens), the chat template, and every weight under its
 // internal (= GGUF) name, quantized per llama.cpp's file-type mix (llama_tensor_get_type: output / tied
 // embedding in Q6_K, more bits for attn_v and ffn_down in use_more_bits layers, the 32-block fallbacks when a
@@ -25,8 +25,9 @@ GgufFileType gguf_file_type_parse(const std::string& s);
 const char* gguf_file_type_name(GgufFileType t);  // "Q4_K_M"
 uint32_t gguf_llama_ftype(GgufFileType t);        // general.file_type (llama_ftype): F16 = 1, Q4_K_M = 15, ...
 
-// The llama.cpp architecture string: "qwen2", "qwen3", "qwen3moe"; UnsupportedError for the others.
+// The llama.cpp architecture string: "qwen2", "qwen3", "qwen3moe", "qwen35", "qwen35moe".
 const char* gguf_arch_name(const ModelConfig& c);
+
 
 // The ggml type llama.cpp gives tensor `name` (tune shape `shape`) in a file of type `ft`. `counters` carries
 // llama-quantize's running attn_v / ffn_down indices: call in file order with one struct per file.
@@ -43,8 +44,14 @@ struct GgufExportOptions {
   // Added tokens of the tokenizer (from tokenizer.json): special ones become CONTROL, the others USER_DEFINED
   // (CONTROL when they look like "<|...|>", as the converter does). Empty: Tokenizer::is_special decides.
   std::vector<AddedTokenSpec> added_tokens;
-  // Per-column importance (imatrix) by tensor name: cols values (or cols × experts for a 3-D expert tensor).
+  // Per-column importance (imatrix) by GGUF tensor name, as llama-quantize --imatrix uses it: ne[0]·ne[2] values
+  // (one vector per expert of a 3-D tensor) for each tensor quantized to a block type that has an entry; a
+  // tensor without one is quantized without (noted in the progress line); a size mismatch is a ConfigError
+  // (ignored for token_embd.weight, as llama-quantize does), a non-finite value too.
   const std::map<std::string, std::vector<float>>* imatrix = nullptr;
+  // Written as quantize.imatrix.file / .dataset / .entries_count / .chunks_count when `imatrix` is set.
+  std::string imatrix_file, imatrix_dataset;
+  int64_t imatrix_chunks = 0;
   std::function<void(const std::string&)> progress;  // one line per tensor (null = quiet)
 };
 
@@ -58,9 +65,8 @@ void gguf_export(const Model& model, const Tokenizer* tokenizer, const std::stri
 namespace tune {
 
 // llama-quantize's job: copies every key of `in_path` (general.file_type and quantization_version updated) and
-// re-encodes each tensor from its dequantized f32 values with the types of file type `type`.
-void gguf_requantize(const std::string& in_path, const std::string& out_path, GgufFileType type,
-                     const std::map<std::string, std::vector<float>>* imatrix,
-                     const std::function<void(const std::string&)>& progress);
+// re-encodes each tensor from its dequantized f32 values with the types of file type `options.type`, using
+// `options.imatrix` as gguf_export does (options.name, chat_template and added_tokens are not used).
+void gguf_requantize(const std::string& in_path, const std::string& out_path, const GgufExportOptions& options);
 
 }  // namespace tune

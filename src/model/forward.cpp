@@ -32,6 +32,12 @@ void add_inplace(const Tensor& x, const Tensor& y) {
 const TensorView* opt(const Tensor& t) { return t.defined() ? &t.view() : nullptr; }
 const TensorView* opt(const Tensor* t) { return t ? &t->view() : nullptr; }
 
+thread_local const LinearObserver* t_linear_observer = nullptr;
+
+void observe_linear(const Tensor& x, const Tensor& w) {
+  if (t_linear_observer) (*t_linear_observer)(x, w);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Linear with an optional LoRA branch: y = x W^T + b + s * (drop(x) A^T) B^T.
 struct LoraCtx {
@@ -49,6 +55,7 @@ struct LinearActs {
 
 void lora_linear_fwd(const Tensor& x, const Tensor& w, const Tensor& b, const LoraCtx& lc, const Tensor& y,
                      LinearActs* acts) {
+  observe_linear(x, w);
   linear_fwd(x, w, opt(b), y);
   if (!lc.w) return;
   const int64_t T = x.size(0), r = lc.w->A.size(0);
@@ -470,6 +477,7 @@ void moe_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, const Tensor& x, L
   const ModelConfig& c = cx.c;
   const int64_t T = x.size(0), H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
   s.route_logits = f32({T, E});
+  observe_linear(x, w.ffn_gate_inp);
   linear_fwd(x, w.ffn_gate_inp, nullptr, s.route_logits);
   s.experts = Tensor::empty(DType::I32, {T, k});
   s.weights = f32({T, k});
@@ -496,6 +504,7 @@ void moe_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, const Tensor& x, L
                    cx.lora_ctx(l, LoraTarget::SharedGate), cx.lora_ctx(l, LoraTarget::SharedUp),
                    cx.lora_ctx(l, LoraTarget::SharedDown), shared, &s.sh_g, &s.sh_u, &s.sh_a,
                    &s.lin[size_t(LoraTarget::SharedGate)]);
+    observe_linear(x, w.ffn_gate_inp_shexp);
     linear_fwd(x, w.ffn_gate_inp_shexp, nullptr, gate);
     s.sh_out = shared;
     s.sh_gate = gate;
@@ -677,6 +686,13 @@ Tensor i32_tensor(std::span<const int32_t> v) {
 
 }  // namespace
 
+LinearObserverScope::LinearObserverScope(LinearObserver observer)
+    : observer_(std::move(observer)), previous_(t_linear_observer) {
+  t_linear_observer = &observer_;
+}
+
+LinearObserverScope::~LinearObserverScope() { t_linear_observer = previous_; }
+
 Tensor model_logits(const Model& model, std::span<const int32_t> ids, const LoraAdapter* lora) {
   check_cpu_f32(model);
   const ModelConfig& c = model.config;
@@ -694,6 +710,7 @@ Tensor model_logits(const Model& model, std::span<const int32_t> ids, const Lora
   }
   Tensor h = f32({T, c.hidden_size}), logits = f32({T, c.vocab_size});
   rmsnorm_fwd(x, model.weights.output_norm, float(c.rms_norm_eps), c.norm_zero_centered, h);
+  observe_linear(h, model.weights.output);
   linear_fwd(h, model.weights.output, nullptr, logits);
   return logits;
 }

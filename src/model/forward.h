@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "core/rng.h"
@@ -20,6 +21,25 @@ struct TokenRow {
   std::span<const int32_t> ids;
   std::span<const int32_t> pos;
   std::span<const int32_t> doc_start;
+};
+
+// Sees the input of every weight matrix multiplication the forward pass makes on the calling thread, before the
+// product: x (rows, in) and the weight w ([out, in], as stored: f32 or kept quantized). A MoE expert's product
+// passes expert e's [out, in] slice of the 3-D tensor (a view into it) and only the rows routed to e. Used to
+// collect importance matrices (eval/imatrix); LoRA branches are not reported.
+using LinearObserver = std::function<void(const Tensor& x, const Tensor& w)>;
+
+// Installs `observer` for the calling thread while the scope lives (scopes nest; the innermost one observes).
+class LinearObserverScope {
+ public:
+  explicit LinearObserverScope(LinearObserver observer);
+  ~LinearObserverScope();
+  LinearObserverScope(const LinearObserverScope&) = delete;
+  LinearObserverScope& operator=(const LinearObserverScope&) = delete;
+
+ private:
+  LinearObserver observer_;
+  const LinearObserver* previous_;
 };
 
 // ids (T) -> logits (T, V).

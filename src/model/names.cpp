@@ -1,6 +1,8 @@
 // The tensor table for every supported architecture.
 #include "model/names.h"
 
+#include <utility>
+
 namespace tune {
 
 namespace {
@@ -101,6 +103,89 @@ Tensor& weights_field(ModelWeights& w, const TensorSpec& s) {
 
 const Tensor& weights_field(const ModelWeights& w, const TensorSpec& s) {
   return s.layer >= 0 ? w.layers[size_t(s.layer)].*(s.layer_field) : w.*(s.model_field);
+}
+
+namespace {
+
+bool is_qwen35(const ModelConfig& c) { return c.arch == Arch::Qwen3_5 || c.arch == Arch::Qwen3_5Moe; }
+
+// Qwen3.5's renamed tensors: {internal suffix, GGUF suffix} after "blk.N.".
+const std::pair<const char*, const char*> kQwen35Renames[] = {
+    {"ssm_qkv.weight", "attn_qkv.weight"},
+    {"ssm_gate.weight", "attn_gate.weight"},
+    {"ffn_norm.weight", "post_attention_norm.weight"},
+    {"ssm_a_log", "ssm_a"},
+};
+
+// "blk.N." prefix length of `name`, 0 when it has none.
+size_t block_prefix(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return 0;
+  const size_t dot = name.find('.', 4);
+  return dot == std::string::npos ? 0 : dot + 1;
+}
+
+}  // namespace
+
+std::string gguf_tensor_name(const ModelConfig& c, const std::string& name) {
+  const size_t p = block_prefix(name);
+  if (!is_qwen35(c) || p == 0) return name;
+  for (const auto& [internal, gguf] : kQwen35Renames)
+    if (name.compare(p, std::string::npos, internal) == 0) return name.substr(0, p) + gguf;
+  return name;
+}
+
+std::string internal_tensor_name(const ModelConfig& c, const std::string& gguf_name) {
+  std::string name = gguf_name;
+  const size_t p = block_prefix(gguf_name);
+  if (is_qwen35(c) && p != 0) {
+    for (const auto& [internal, gguf] : kQwen35Renames)
+      if (gguf_name.compare(p, std::string::npos, gguf) == 0) name = gguf_name.substr(0, p) + internal;
+  }
+  for (const TensorSpec& s : model_tensor_specs(c))
+    if (s.name == name) return name;
+  return "";
+}
+
+std::vector<int64_t> gguf_v_head_order(const ModelConfig& c) {
+  const int64_t nk = c.linear_num_key_heads, nv = c.linear_num_value_heads;
+  if (!c.has_mixer(MixerKind::GatedDeltaNet) || nk <= 0 || nv == nk) return {};
+  // tune head g*r + j (key head g, j-th of its r value heads) sits at llama.cpp position j*nk + g.
+  const int64_t r = nv / nk;
+  std::vector<int64_t> order(static_cast<size_t>(nv));
+  for (int64_t h = 0; h < nv; ++h) order[size_t(h)] = (h % nk) * r + h / nk;
+  return order;
+}
+
+std::vector<int64_t> gguf_column_order(const ModelConfig& c, const std::string& gguf_name) {
+  const std::string suffix = "ssm_out.weight";
+  if (gguf_name.size() < suffix.size() || gguf_name.compare(gguf_name.size() - suffix.size(), suffix.size(), suffix))
+    return {};
+  const std::vector<int64_t> heads = gguf_v_head_order(c);
+  if (heads.empty()) return {};
+  const int64_t dv = c.linear_value_head_dim;
+  std::vector<int64_t> cols;
+  cols.reserve(heads.size() * size_t(dv));
+  for (int64_t h : heads)
+    for (int64_t i = 0; i < dv; ++i) cols.push_back(h * dv + i);
+  return cols;
+}
+
+std::vector<int64_t> gguf_row_order(const ModelConfig& c, const std::string& gguf_name) {
+  const std::vector<int64_t> heads = gguf_v_head_order(c);
+  const size_t p = block_prefix(gguf_name);
+  if (heads.empty() || p == 0) return {};
+  const std::string t = gguf_name.substr(p);
+  const int64_t dv = c.linear_value_head_dim, key_dim = c.linear_num_key_heads * c.linear_key_head_dim;
+  std::vector<int64_t> rows;
+  if (t == "attn_qkv.weight" || t == "ssm_conv1d.weight" || t == "attn_gate.weight") {
+    const int64_t v0 = t == "attn_gate.weight" ? 0 : 2 * key_dim;  // q and k channels keep their order
+    for (int64_t i = 0; i < v0; ++i) rows.push_back(i);
+    for (int64_t h : heads)
+      for (int64_t i = 0; i < dv; ++i) rows.push_back(v0 + h * dv + i);
+  } else if (t == "ssm_alpha.weight" || t == "ssm_beta.weight" || t == "ssm_dt.bias" || t == "ssm_a") {
+    rows = heads;
+  }
+  return rows;
 }
 
 bool hf_name_is_skipped(const std::string& n) {

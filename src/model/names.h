@@ -37,4 +37,24 @@ const Tensor& weights_field(const ModelWeights& w, const TensorSpec& s);
 // HF checkpoint prefixes of tensors that text-only work skips: the vision tower and the MTP head.
 bool hf_name_is_skipped(const std::string& hf_name);
 
+// The name llama.cpp gives internal tensor `name` in a GGUF file: the same for qwen2 / qwen3 / qwen3moe;
+// Qwen3.5 (qwen35, qwen35moe) renames ssm_qkv -> attn_qkv, ssm_gate -> attn_gate, ffn_norm ->
+// post_attention_norm and ssm_a_log -> ssm_a.
+std::string gguf_tensor_name(const ModelConfig& c, const std::string& name);
+// The inverse: the internal name of GGUF tensor `gguf_name` ("" when c has no such tensor).
+std::string internal_tensor_name(const ModelConfig& c, const std::string& gguf_name);
+
+// Qwen3.5's Gated DeltaNet with fewer key heads than value heads: tune keeps the value heads grouped by key head
+// (value head h reads key head h / (nV/nK), as transformers' repeat_interleave), llama.cpp tiles them (head h
+// reads key head h % nK, as ggml_repeat), so its converter reorders every value-head axis. Element h of the
+// result is the tune head stored at llama.cpp's head position h; empty when nV == nK (no reordering).
+std::vector<int64_t> gguf_v_head_order(const ModelConfig& c);
+
+// For each column of GGUF tensor `gguf_name` (its ne[0] axis), the column of the tune tensor it comes from:
+// the value-head reorder of ssm_out's input; empty when the columns keep their order.
+std::vector<int64_t> gguf_column_order(const ModelConfig& c, const std::string& gguf_name);
+// Likewise for the outermost axis (rows of a matrix, elements of a vector): the value rows of attn_qkv and of
+// ssm_conv1d's channels, attn_gate's rows, and the per-head ssm_alpha, ssm_beta, ssm_dt.bias and ssm_a.
+std::vector<int64_t> gguf_row_order(const ModelConfig& c, const std::string& gguf_name);
+
 }  // namespace tune

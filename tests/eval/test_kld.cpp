@@ -71,4 +71,39 @@ TEST(Kld, ChunkingScoresTheSecondHalf) {
   EXPECT_THROW(kld_run(std::vector<int32_t>(5, 0), ctx, V, logits, logits), ConfigError);
 }
 
+// One base pass serves several models: kld_compare against kld_base_run's logits equals kld_run; --chunks limits
+// the chunks of both and of perplexity_run.
+TEST(Kld, BaseOnceAndChunkLimit) {
+  const int64_t V = 7, ctx = 6;
+  std::vector<int32_t> ids(20);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 3) % V);
+  auto fn = [&](float scale, int* calls) {
+    return [=](std::span<const int32_t> chunk) {
+      ++*calls;
+      std::vector<float> l(size_t(ctx * V));
+      for (size_t i = 0; i < l.size(); ++i) l[i] = scale * float((i * 7 + size_t(chunk[i % size_t(ctx)])) % 11);
+      return l;
+    };
+  };
+  int nb = 0, nm = 0, n2 = 0;
+  const KldBase base = kld_base_run(ids, ctx, V, fn(0.3f, &nb), 2);
+  EXPECT_EQ(nb, 2);
+  EXPECT_EQ(base.logits.size(), 2u);
+  EXPECT_EQ(base.logits[0].size(), size_t(2 * V));  // rows 3 and 4 of 6
+  const auto a = kld_compare(base, fn(0.5f, &nm));
+  const auto b = kld_run(ids, ctx, V, fn(0.3f, &n2), fn(0.5f, &n2), 2);
+  EXPECT_EQ(nm, 2);
+  EXPECT_EQ(n2, 4);
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].kld, b[i].kld);
+    EXPECT_GT(a[i].kld, 0.0);
+    EXPECT_EQ(a[i].nll_model, b[i].nll_model);
+  }
+  EXPECT_EQ(kld_run(ids, ctx, V, fn(0.3f, &n2), fn(0.5f, &n2)).size(), 3u * 2u);  // all 3 chunks
+  EXPECT_EQ(perplexity_run(ids, ctx, V, fn(0.3f, &n2), 1).tokens, 2);
+  EXPECT_THROW(kld_base_run(ids, ctx, V, fn(0.3f, &n2), 0), ConfigError);
+}
+
 }  // namespace tune

@@ -1,5 +1,6 @@
 // Runs llama.cpp (node-llama-cpp's prebuilt CPU build) on a GGUF and prints JSON:
-//   node llama_probs.mjs MODEL.gguf --ids "1 2 3" [--last K]   -> next-token distributions of the last K positions
+//   node llama_probs.mjs MODEL.gguf --ids "1 2 3" [--last K] [--lora ADAPTER.gguf]
+//                                                                -> next-token distributions of the last K positions
 //   node llama_probs.mjs MODEL.gguf --text STR                   -> {"tokens": [...]} (llama.cpp's tokenization,
 //                                                                   special tokens recognised, no BOS)
 // Output: {"n_vocab": V, "tokens": [...], "positions": [{"pos": t, "probs": [V floats], "logits": [V floats]}]}.
@@ -35,7 +36,9 @@ if (text !== null) {
 }
 const ids = opt("--ids", "").trim().split(/[\s,]+/).filter((s) => s.length).map(Number);
 const last = Math.max(1, Math.min(ids.length, Number(opt("--last", "1"))));
-const context = await model.createContext({ contextSize: Math.max(64, ids.length + 8), threads: 2 });
+const lora = opt("--lora", null);  // a LoRA adapter GGUF applied at scale 1
+const context = await model.createContext({ contextSize: Math.max(64, ids.length + 8), threads: 2,
+                                            ...(lora ? { lora } : {}) });
 const seq = context.getSequence();
 const input = ids.map((t, i) =>
   i >= ids.length - last ? [t, { generateNext: { probabilities: true, logits: true } }] : t);
