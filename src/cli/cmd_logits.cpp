@@ -1,8 +1,9 @@
 // tune logits --model DIR|FILE.gguf [--dequantize] [--adapter DIR] --ids "1 2 3"|@FILE [--out FILE.safetensors]
 // [--top K]: the logits of one sequence (with a PEFT LoRA adapter applied when given), written as tensor `logits`
-// (f32, [T, V]); prints the top-K next tokens of the last position. A GGUF's matrices stay in their file type
-// and are multiplied as llama.cpp's CPU backend does (activations quantized to Q8_0/Q8_1/Q8_K, or rounded to
-// f16/bf16, per row; see quant/dot.h); --dequantize computes in f32 over the dequantized weights instead.
+// (f32, [T, V]); prints the top-K next tokens of the last position. A GGUF runs on the inference engine
+// (infer/engine.h): its matrices stay in their file types and everything is computed as llama.cpp's CPU backend
+// does (f16 KV cache and flash attention included); --dequantize computes with the f32 reference forward over
+// the dequantized weights instead.
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -11,6 +12,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "infer/engine.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "model/forward.h"
@@ -59,11 +61,12 @@ int cmd_logits(int argc, char** argv) {
                            "use --device cpu");
   const std::vector<int32_t> ids = parse_ids(a.require("--ids"));
   const std::string model_path = a.require("--model");
-  const Model m = is_gguf_path(model_path) ? model_load_gguf(model_path, !a.has("--dequantize"))
-                                                : model_load(model_path);
+  const bool engine = is_gguf_path(model_path) && !a.has("--dequantize");
+  const Model m = is_gguf_path(model_path) ? model_load_gguf(model_path, engine) : model_load(model_path);
   std::optional<LoraAdapter> adapter;
   if (a.has("--adapter")) adapter = lora_load_peft(a.get("--adapter", ""), m);
-  const Tensor logits = model_logits(m, ids, adapter ? &*adapter : nullptr);
+  const LoraAdapter* lora = adapter ? &*adapter : nullptr;
+  const Tensor logits = engine ? Engine(m, {}, lora).forward(ids, int64_t(ids.size())) : model_logits(m, ids, lora);
   const int64_t T = logits.size(0), V = logits.size(1);
   if (a.has("--out")) {
     safetensors_write(a.get("--out", ""), {{"logits", logits}}, {{"format", "pt"}});

@@ -13,6 +13,7 @@ int cmd_train(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_data(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
+int cmd_chat(int argc, char** argv);
 int cmd_kld(int argc, char** argv);
 int cmd_perplexity(int argc, char** argv);
 int cmd_export(int argc, char** argv);

@@ -31,8 +31,12 @@ const Verb kVerbs[] = {
      "tokenize --model DIR (--text STR | --file F | --chat FILE.json [--generation-prompt] [--no-thinking])"},
     {"data", tune::cli::cmd_data, "data preview --model DIR --data FILE.jsonl [--format F] [--seq-len N]"},
     {"generate", tune::cli::cmd_generate,
-     "generate --model DIR [--adapter DIR] --prompt STR [--chat] [--max-tokens N] [--temperature T --top-k K "
-     "--top-p P --min-p M --repetition-penalty R --seed S]: stream a continuation"},
+     "generate --model FILE.gguf|DIR --prompt STR [--chat [--system STR] [--no-thinking]] [--max-tokens N] "
+     "[--temperature T --top-k K --top-p P --min-p M --repeat-penalty R --seed S] [--threads N] [--ctx N] "
+     "[--adapter DIR] [--stats]: stream a continuation (KV-cache engine)"},
+    {"chat", tune::cli::cmd_chat,
+     "chat --model FILE.gguf|DIR [--system STR] [--no-thinking] [--max-tokens N] [sampling as generate] "
+     "[--threads N] [--ctx N] [--adapter DIR]: interactive chat over stdin (/reset, /exit)"},
     {"kld", tune::cli::cmd_kld,
      "kld --base DIR|FILE.gguf --model FILE.gguf [--model ...] --data TEXT [--ctx 512] [--chunks N] [--json]: KL "
      "divergence against the base"},
@@ -42,9 +46,8 @@ const Verb kVerbs[] = {
      "merge --model DIR --adapter DIR --out DIR [--dtype bf16|f16|f32]: fold a LoRA adapter into the model"},
     {"export", tune::cli::cmd_export,
      "export --model DIR [--adapter DIR] --gguf F32|F16|BF16|Q8_0|Q6_K|Q5_K_M|Q4_K_M|Q3_K_M|Q2_K --out FILE.gguf "
-     "[--imatrix FILE] [--name NAME]: llama.cpp GGUF (qwen2, qwen3, qwen3moe, qwen35, qwen35moe); or export "
-     "--adapter DIR --lora-gguf FILE.gguf [--model DIR] [--lora-type F32|F16|BF16|Q8_0]: the adapter as a llama.cpp "
-     "LoRA GGUF"},
+     "[--imatrix FILE] [--name NAME]: llama.cpp GGUF (qwen2, qwen3, qwen3moe, qwen35, qwen35moe); or export --adapter DIR --lora-gguf "
+     "FILE.gguf [--model DIR] [--lora-type F32|F16|BF16|Q8_0]: the adapter as a llama.cpp LoRA GGUF"},
     {"quantize", tune::cli::cmd_quantize,
      "quantize IN.gguf OUT.gguf TYPE [--imatrix FILE] [--allow-requantize]: re-encode a GGUF with another file type"},
     {"imatrix", tune::cli::cmd_imatrix,

@@ -1,4 +1,8 @@
-// Sampling: filters applied in the order transformers' generate uses (penalty, temperature, top-k, top-p, min-p).
+// Sampling: filters applied in the order transformers' generate uses (penalty, temperature, top-k, top-p,
+// min-p). Only as much of the vocabulary is sorted as the filters need: top-k selects with nth_element, min-p
+// keeps the tokens above its threshold (a prefix of the sorted order, as the top-p set is), and top-p sorts
+// that set in growing steps until the cumulative probability is reached. Without filters the token is drawn
+// in id order.
 #include "infer/sampler.h"
 
 #include <algorithm>
@@ -17,37 +21,61 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   if (config_.repetition_penalty != 1.0) {
     const std::unordered_set<int32_t> seen(history.begin(), history.end());
     for (int32_t id : seen)
-      if (id >= 0 && id < V) l[size_t(id)] = l[size_t(id)] > 0 ? l[size_t(id)] / config_.repetition_penalty
-                                                                : l[size_t(id)] * config_.repetition_penalty;
+      if (id >= 0 && id < V)
+        l[size_t(id)] = l[size_t(id)] > 0 ? l[size_t(id)] / config_.repetition_penalty
+                                          : l[size_t(id)] * config_.repetition_penalty;
   }
   if (config_.temperature <= 0.0) return int32_t(std::max_element(l.begin(), l.end()) - l.begin());
 
+  // Candidates in descending logit order where an order is needed (ties: lower id first).
   std::vector<int32_t> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[size_t(a)] > l[size_t(b)]; });
+  auto before = [&](int32_t a, int32_t b) {
+    return l[size_t(a)] > l[size_t(b)] || (l[size_t(a)] == l[size_t(b)] && a < b);
+  };
   int64_t keep = V;
-  if (config_.top_k > 0) keep = std::min(keep, config_.top_k);
-  std::vector<double> p(static_cast<size_t>(keep));
-  const double mx = l[size_t(order[0])] / config_.temperature;
-  double sum = 0;
-  for (int64_t i = 0; i < keep; ++i) sum += (p[size_t(i)] = std::exp(l[size_t(order[size_t(i)])] / config_.temperature - mx));
-  for (double& x : p) x /= sum;
-  if (config_.top_p < 1.0) {
-    double cum = 0;
-    int64_t n = 0;
-    while (n < keep && (n == 0 || cum < config_.top_p)) cum += p[size_t(n++)];
-    keep = n;
+  if (config_.top_k > 0 && config_.top_k < V) {
+    std::nth_element(order.begin(), order.begin() + config_.top_k, order.end(), before);
+    keep = config_.top_k;
   }
-  if (config_.min_p > 0.0) {
-    int64_t n = 1;
-    while (n < keep && p[size_t(n)] >= config_.min_p * p[0]) ++n;
-    keep = n;
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < keep; ++i) mx = std::max(mx, l[size_t(order[size_t(i)])]);
+  // p = exp((l - max) / T) over the kept set, normalized by its sum.
+  std::vector<double> p(static_cast<size_t>(V), 0.0);
+  double sum = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    const int32_t id = order[size_t(i)];
+    sum += (p[size_t(id)] = std::exp((l[size_t(id)] - mx) / config_.temperature));
+  }
+  const bool top_p = config_.top_p<1.0, min_p = config_.min_p> 0.0;
+  if (top_p || min_p) {
+    if (min_p)  // p >= min_p · p_max, and the largest unnormalized p is exp(0) = 1
+      keep = std::partition(order.begin(), order.begin() + keep,
+                            [&](int32_t id) { return p[size_t(id)] >= config_.min_p; }) -
+             order.begin();
+    auto by_p = [&](int32_t a, int32_t b) {
+      return p[size_t(a)] > p[size_t(b)] || (p[size_t(a)] == p[size_t(b)] && a < b);
+    };
+    if (!top_p) {
+      std::sort(order.begin(), order.begin() + keep, by_p);
+    } else {
+      // The smallest prefix of the sorted set whose probability reaches top_p (at least one token).
+      int64_t sorted = 0, n = 0;
+      double cum = 0;
+      for (int64_t m = std::min<int64_t>(keep, 64);; m = std::min(keep, m * 8)) {
+        std::partial_sort(order.begin() + sorted, order.begin() + m, order.begin() + keep, by_p);
+        sorted = m;
+        while (n < sorted && (n == 0 || cum < config_.top_p)) cum += p[size_t(order[size_t(n++)])] / sum;
+        if (cum >= config_.top_p || sorted == keep) break;
+      }
+      keep = n;
+    }
   }
   double total = 0;
-  for (int64_t i = 0; i < keep; ++i) total += p[size_t(i)];
+  for (int64_t i = 0; i < keep; ++i) total += p[size_t(order[size_t(i)])];
   double u = double(rng_.uniform()) * total;
   for (int64_t i = 0; i < keep; ++i) {
-    u -= p[size_t(i)];
+    u -= p[size_t(order[size_t(i)])];
     if (u <= 0) return order[size_t(i)];
   }
   return order[size_t(keep - 1)];

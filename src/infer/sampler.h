@@ -1,5 +1,6 @@
-// Next-token sampling from logits: repetition penalty (as transformers: divide positive logits, multiply negative
-// ones, for tokens already seen), temperature, top-k, top-p (nucleus), min-p; temperature 0 = greedy (argmax).
+// Next-token sampling from logits: repetition penalty (as transformers: divide positive logits, multiply
+// negative ones, for tokens already seen), temperature, top-k, top-p (nucleus), min-p; temperature 0 = greedy
+// (argmax). Only as much of the vocabulary is sorted as the filters need.
 #pragma once
 
 #include <cstdint>

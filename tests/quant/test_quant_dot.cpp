@@ -12,6 +12,7 @@
 
 #include "core/rng.h"
 #include "ops/linear.h"
+#include "quant/dot_fast.h"
 #include "quant/quant.h"
 
 namespace tune {
@@ -102,11 +103,19 @@ TEST(QuantDot, LinearQuantizedAgainstF32Path) {
     for (int64_t i = 0; i < T * N; ++i) md = std::fmax(md, std::fabs(double(yq.f32()[i]) - double(yf.f32()[i])));
     EXPECT_LT(md, 0.02) << dtype_name(t);
     EXPECT_GT(md, 0.0) << dtype_name(t) << ": the activations should have been quantized";
-    // Each output equals the single vec_dot of its row (no other arithmetic on the way).
+    // Each output equals the single dot product of its row (no other arithmetic on the way): quant/dot.h's, or
+    // the fast path's where linear_fwd takes it (quant/dot_fast.h: here Q3_K, whose order does not depend on N).
     std::vector<uint8_t> xa(vec_dot_act_row_bytes(t, K));
     vec_dot_quantize_act(t, x.data() + 2 * K, xa.data(), K);
     const auto* wrow = static_cast<const uint8_t*>(wq.data()) + 3 * quant_row_bytes(t, K);
-    EXPECT_EQ(yq.f32()[2 * N + 3], vec_dot(t, wrow, xa.data(), K) + b[3]) << dtype_name(t);
+    float ref = vec_dot(t, wrow, xa.data(), K);
+    DotOrder order;
+    if (vec_dot_fast_plan(t, N, K, false, &order)) {
+      std::vector<uint8_t> fa(vec_dot_fast_act_bytes(t, K));
+      vec_dot_fast_prepare(t, x.data() + 2 * K, fa.data(), K);
+      vec_dot_fast(t, order, wrow, quant_row_bytes(t, K), 1, fa.data(), fa.size(), 1, K, &ref, 1);
+    }
+    EXPECT_EQ(yq.f32()[2 * N + 3], ref + b[3]) << dtype_name(t);
   }
 }
 
