@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "cuda_timing.h"
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "ops/attention.h"
@@ -47,28 +48,6 @@ void* device_bytes(size_t n) {
   void* p = nullptr;
   CUDA_CHECK(cudaMalloc(&p, n));
   return p;
-}
-
-// Median milliseconds of `reps` runs of f after `warm` untimed ones.
-template <class F>
-double median_ms(F&& f, int warm, int reps) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < warm; ++i) f();
-  CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<float> ms(static_cast<size_t>(reps));
-  for (float& m : ms) {
-    CUDA_CHECK(cudaEventRecord(a));
-    f();
-    CUDA_CHECK(cudaEventRecord(b));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    CUDA_CHECK(cudaEventElapsedTime(&m, a, b));
-  }
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 int32_t* doc_starts_on_device(int64_t docs, int64_t len) {

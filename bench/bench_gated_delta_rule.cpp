@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "cuda_timing.h"
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "ops/gated_delta_rule.h"
@@ -41,27 +42,6 @@ void* random_bf16(size_t n, int64_t d, float scale, uint64_t seed) {
   std::vector<uint16_t> h(n);
   for (size_t i = 0; i < n; ++i) h[i] = tune::f32_to_bf16(f[i]);
   return upload(h.data(), n * 2);
-}
-
-template <class F>
-double median_ms(F&& f, int warm, int reps) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < warm; ++i) f();
-  CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<float> ms(static_cast<size_t>(reps));
-  for (float& m : ms) {
-    CUDA_CHECK(cudaEventRecord(a));
-    f();
-    CUDA_CHECK(cudaEventRecord(b));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    CUDA_CHECK(cudaEventElapsedTime(&m, a, b));
-  }
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 void run(int reps) {
