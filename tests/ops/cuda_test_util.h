@@ -54,6 +54,17 @@ inline Tensor poisoned(Shape shape, DType dt) {
   return t.to(dt, Device::CUDA);
 }
 
+// A CUDA copy in `dt` of `t` (f32 on the CPU, rows of ld = t.size(1) elements) with columns [c0, c1) set to
+// NaN: an output in strided rows whose other columns the op must leave as they are (round `t` to `dt` first,
+// so that those columns compare exactly).
+inline Tensor poisoned_cols(const Tensor& t, int64_t c0, int64_t c1, DType dt) {
+  Tensor h = t.clone();
+  const int64_t ld = t.size(1);
+  for (int64_t r = 0; r < t.size(0); ++r)
+    for (int64_t c = c0; c < c1; ++c) h.f32()[r * ld + c] = std::numeric_limits<float>::quiet_NaN();
+  return h.to(dt, Device::CUDA);
+}
+
 inline double max_abs(const std::vector<double>& v) {
   double m = 0;
   for (double x : v) m = std::max(m, std::fabs(x));
