@@ -24,6 +24,13 @@ struct GemmOperand {
 void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B, DType ab_dtype, float beta,
           const void* C, void* D, int64_t ldd, DType d_dtype, const void* bias = nullptr, void* stream = nullptr);
 
+// Grouped products (MoE experts): the rows of A are G consecutive groups of M[g] rows (M on the host), and group g
+// uses its own B_g = B + g * b_stride elements; D's rows follow A's. Per group, D_g (M_g, N) = A_g (M_g, K) @ op(B_g)
+// + beta D_g, op(B_g) = B_g^T of a stored (N, K) when trans_b, else the stored (K, N). bf16 A, B and D, fp32
+// compute. Through cuBLAS's own heuristics (no per-shape plan or timing: the group sizes change every step).
+void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
+                  int64_t b_stride, bool trans_b, float beta, void* D, int64_t ldd, void* stream = nullptr);
+
 // Device bytes held by the GEMM workspace (for memory reports).
 int64_t gemm_workspace_bytes();
 

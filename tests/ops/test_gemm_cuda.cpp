@@ -82,6 +82,44 @@ TEST(GemmCuda, MatchesReference) {
   }
 }
 
+// Grouped products (MoE experts): groups of different sizes, empty ones included, each with its own B, both
+// layouts of B, overwrite and accumulate. bf16 throughout: one bf16 ulp of the summed magnitudes.
+TEST(GemmCuda, GroupedMatchesReference) {
+  TUNE_REQUIRE_CUDA();
+  const std::vector<int64_t> M{5, 0, 33, 1, 0, 70};
+  const int64_t G = int64_t(M.size()), N = 48, K = 40, lda = K + 8, ldd = N + 8;
+  int64_t rows = 0;
+  for (int64_t m : M) rows += m;
+  for (int tb = 0; tb < 2; ++tb)
+    for (float beta : {0.0f, 1.0f}) {
+      SCOPED_TRACE(testing::Message() << "trans_b " << tb << " beta " << beta);
+      const int64_t b_stride = N * K + 16;  // (N, K) or (K, N) per group, padded apart
+      const Tensor A = test::rounded(test::randn({rows, lda}, 1), DType::BF16);
+      const Tensor B = test::rounded(test::randn({G, b_stride}, 2), DType::BF16);
+      const Tensor C = test::rounded(test::randn({rows, ldd}, 3), DType::BF16);
+      const std::vector<double> a = test::doubles(A), b = test::doubles(B), cc = test::doubles(C);
+      const Tensor Ad = test::on_cuda(A, DType::BF16), Bd = test::on_cuda(B, DType::BF16);
+      Tensor D = beta != 0.0f ? test::on_cuda(C, DType::BF16) : test::poisoned({rows, ldd}, DType::BF16);
+      cuda::gemm_grouped(G, M.data(), N, K, Ad.data(), lda, Bd.data(), b_stride, bool(tb), beta, D.data(), ldd);
+      const std::vector<double> got = test::doubles(D);
+      int64_t bad = 0, row = 0;
+      for (int64_t g = 0; g < G; ++g) {
+        for (int64_t i = row; i < row + M[size_t(g)]; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            double s = beta * cc[size_t(i * ldd + j)], mag = std::fabs(s);
+            for (int64_t k = 0; k < K; ++k) {
+              const double bv = tb ? b[size_t(g * b_stride + j * K + k)] : b[size_t(g * b_stride + k * N + j)];
+              s += a[size_t(i * lda + k)] * bv;
+              mag += std::fabs(a[size_t(i * lda + k)] * bv);
+            }
+            if (!(std::fabs(got[size_t(i * ldd + j)] - s) <= test::kBf16Rtol * mag + 1e-30)) ++bad;
+          }
+        row += M[size_t(g)];
+      }
+      EXPECT_EQ(bad, 0);
+    }
+}
+
 #else
 
 TEST(GemmCuda, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA"; }

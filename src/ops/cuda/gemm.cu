@@ -192,6 +192,29 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOpera
                                 static_cast<cudaStream_t>(stream)));
 }
 
+void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
+                  int64_t b_stride, bool trans_b, float beta, void* D, int64_t ldd, void* stream) {
+  cublasHandle_t h = blas_handle();
+  CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(stream)));
+  const float alpha = 1.0f;
+  const auto* a = static_cast<const uint16_t*>(A);
+  const auto* b = static_cast<const uint16_t*>(B);
+  auto* d = static_cast<uint16_t*>(D);
+  int64_t row = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t m = M[g];
+    if (m > 0) {
+      // Column-major: D^T (N, m) = op(B_g)^T (N, K) A_g^T (K, m).
+      CUBLAS_CHECK(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(m), int(K), &alpha,
+                                b + g * b_stride, CUDA_R_16BF, int(trans_b ? K : N), a + row * lda, CUDA_R_16BF,
+                                int(lda), &beta, d + row * ldd, CUDA_R_16BF, int(ldd), CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+    }
+    row += m;
+  }
+  CUBLAS_CHECK(cublasSetStream(h, nullptr));
+}
+
 int64_t gemm_workspace_bytes() {
   return int64_t(kWorkspaceBytes);
 }

@@ -1,6 +1,6 @@
-// Device helpers shared by the op kernels: f32/bf16 loads and stores (math is always fp32), warp and block
-// reductions, the launch check, and a switch from a runtime DType to a C++ element type. Included by .cu
-// files only.
+// Device helpers shared by the op kernels: f32/bf16 loads and stores (math is always fp32; eight bf16 packed
+// in 16 bytes), warp and block reductions, the launch check, and a switch from a runtime DType to a C++
+// element type. Included by .cu files only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -34,6 +34,25 @@ __device__ __forceinline__ float from_f32<float>(float x) {
 template <>
 __device__ __forceinline__ bf16 from_f32<bf16>(float x) {
   return __float2bfloat16(x);  // round to nearest even, as the host's f32_to_bf16
+}
+
+// Eight bf16 (one 16-byte access) to and from floats, element i of the row at v[i].
+__device__ __forceinline__ void unpack8(const uint4& u, float* v) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(p[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ uint4 pack8(const float* v) {
+  uint4 u;
+  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) p[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+  return u;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -61,24 +61,6 @@ __global__ void rmsnorm_bwd_kernel(const T* x, const W* w, const T* dy, float ep
 
 // The training path's layout (bf16 rows, f32 weights, C % 8 == 0): one warp per row, 16-byte loads and stores,
 // the row read twice (the second time from L1/L2). Same arithmetic order as the kernels above.
-__device__ __forceinline__ void unpack8(const uint4& u, float* v) {
-  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(p[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
-}
-
-__device__ __forceinline__ uint4 pack8(const float* v) {
-  uint4 u;
-  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) p[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-  return u;
-}
-
 __device__ __forceinline__ void load_w8(const float* w, int64_t j, bool zc, float* s) {
   const float4 a = reinterpret_cast<const float4*>(w)[2 * j], b = reinterpret_cast<const float4*>(w)[2 * j + 1];
   s[0] = a.x, s[1] = a.y, s[2] = a.z, s[3] = a.w, s[4] = b.x, s[5] = b.y, s[6] = b.z, s[7] = b.w;
