@@ -43,6 +43,9 @@ int bench_train(int argc, char** argv) {
   LoraConfig lc;
   lc.rank = a.get_int("--lora-r", 16);
   lc.alpha = a.get_double("--lora-alpha", double(lc.rank));
+  // Qwen3.5: the Gated DeltaNet's in_proj_qkv, in_proj_z and out_proj too, as bench/hf_baseline.py targets them.
+  if (config.has_mixer(MixerKind::GatedDeltaNet))
+    for (LoraTarget t : {LoraTarget::LinQkv, LoraTarget::LinZ, LoraTarget::LinOut}) lc.targets[size_t(t)] = true;
 #if TUNE_CUDA
   if (!cuda_available()) throw UnsupportedError("tune bench train: no CUDA device found", "run it on a GPU machine");
   const int64_t used0 = device_used_bytes();

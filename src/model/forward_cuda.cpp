@@ -1,11 +1,21 @@
 // CudaLoraModel: host-side orchestration of the CUDA training step (kernels in src/ops/cuda/). Shapes, with
-// T tokens in the micro-batch, H hidden, nH/nKV heads of d, I the FFN width, r the LoRA rank:
-//   x (T, H) -> xn = norm(x) -> qkv = xn Wqkv^T (T, (nH + 2 nKV) d) [+ LoRA q/k/v] -> qk = rope(norm_h(q, k))
-//   (T, (nH + nKV) d) -> att = attention(q, k, v) (T, nH d), lse (nH, T) -> xmid = x + att Wo^T [+ LoRA o]
-//   -> xn2 = norm(xmid) -> gu = xn2 Wgu^T (T, 2I) [+ LoRA gate/up] -> h = silu(g) u (T, I)
+// T tokens in the micro-batch, H hidden, nH/nKV heads of d, I the FFN width, r the LoRA rank. A layer is a mixer
+// (x -> xmid) then a SwiGLU FFN (xmid -> x'); norms are (1 + w) for Qwen3.5 (zero-centred).
+// Attention (Qwen2/Qwen3; Qwen3.5's gated attention adds the gate columns):
+//   x (T, H) -> xn = norm(x) -> qkv = xn Wqkv^T (T, (nH + 2 nKV) d [+ nH d gate]) [+ LoRA q/k/v]
+//   -> qk = rope(norm_h(q, k)) (T, (nH + nKV) d) -> att = attention(q, k, v) (T, nH d), lse (nH, T)
+//   [-> y = att sigmoid(gate)] -> xmid = x + y Wo^T [+ LoRA o]
+// Gated DeltaNet (Qwen3.5; nK key heads of dk, nV value heads of dv, conv_dim = 2 nK dk + nV dv):
+//   xn -> proj = xn Wqkv^T (T, conv_dim) [+ LoRA], zba = xn [Wz; Wb; Wa]^T (T, nV dv + 2 nV) [+ LoRA]
+//   -> convo = conv1d(proj) -> q, k, v = l2norm/repeat(silu(convo)) (T, nV, dk|dv); beta, g from zba's b, a
+//   -> go = gated_delta_rule(q, k, v, g, beta) (T, nV dv) -> y = gated_rmsnorm(go, z) -> xmid = x + y Wout^T
+// FFN: xn2 = norm(xmid) -> gu = xn2 Wgu^T (T, 2I) [+ LoRA gate/up] -> h = silu(g) u (T, I)
 //   -> x' = xmid + h Wd^T [+ LoRA down]
-// LoRA on a target with input a: u = a A^T (T, r), y += s u B^T. The targets sharing an input (q, k, v; gate, up)
-// have their A matrices side by side in the flat buffer, so one product makes all their u at once.
+// MoE FFN (E experts of width Im, top k): logits = xn2 Wr^T (T, E) -> route (T, k) -> slots sorted by expert,
+//   xs = gathered rows (T k, H) -> per expert gus = xs We_gu^T (2Im), hs = silu(g) u, ys = hs We_d^T (T k, H)
+//   -> x' = xmid + sum_j w_j ys_j [+ sigmoid(xn2 . w_sh) shared(xn2)] (frozen experts: no LoRA on them yet)
+// LoRA on a target with input a: u = a A^T (T, r), y += s u B^T. The targets sharing an input (q, k, v; gate, up;
+// z, b, a) have their A matrices side by side in the flat buffer, so one product makes all their u at once.
 #include "model/forward_cuda.h"
 
 #include <unistd.h>
@@ -20,15 +30,25 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "core/rng.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
+#include "ops/conv1d_causal.h"
 #include "ops/embedding.h"
 #include "ops/fill.h"
 #include "ops/flash_attention.h"
+#include "ops/gated_delta_rule.h"
+#include "ops/gated_rmsnorm.h"
+#include "ops/gdn_gates.h"
+#include "ops/gdn_qkv.h"
 #include "ops/gemm.h"
 #include "ops/lm_head_loss.h"
+#include "ops/moe_dispatch.h"
+#include "ops/moe_route.h"
+#include "ops/moe_shared_gate.h"
 #include "ops/qk_norm_rope.h"
 #include "ops/rmsnorm.h"
+#include "ops/sigmoid_gate.h"
 #include "ops/swiglu.h"
 #endif
 
@@ -50,61 +70,47 @@ bool cuda_training_supported(const ModelConfig& c, const LoraConfig& lora, std::
     if (why) *why = m;
     return false;
   };
-  for (const LayerSpec& ls : c.layers) {
-    if (ls.mixer != MixerKind::Attention) return fail("Qwen3.5 layers (gated attention, Gated DeltaNet)");
-    if (ls.ffn != FfnKind::Dense) return fail("MoE layers");
+  if (c.has_moe()) {
+#if TUNE_CUDA
+    if (c.num_experts > cuda::kMoeMaxExperts || c.num_experts_per_tok > cuda::kMoeMaxTopK)
+      return fail("MoE layers of " + std::to_string(c.num_experts) + " experts, top " +
+                  std::to_string(c.num_experts_per_tok));
+#endif
+    if (c.moe_intermediate_size % 2 != 0 || c.shared_expert_intermediate_size % 2 != 0)
+      return fail("odd expert widths");
   }
-  if (c.norm_zero_centered) return fail("zero-centred norms");
-  for (int t = int(LoraTarget::ExpertsGateUp); t < kLoraTargets; ++t)
-    if (lora.targets[size_t(t)]) return fail(std::string("the LoRA target ") + lora_target_short(LoraTarget(t)));
+  if (c.has_mixer(MixerKind::GatedAttention) && c.attention_bias) return fail("gated attention with q/k/v biases");
+  if (c.has_mixer(MixerKind::GatedDeltaNet)) {
+    const int64_t nK = c.linear_num_key_heads, nV = c.linear_num_value_heads;
+#if TUNE_CUDA
+    if (!cuda::gated_delta_rule_supported(c.linear_key_head_dim, c.linear_value_head_dim))
+      return fail("Gated DeltaNet head dims " + std::to_string(c.linear_key_head_dim) + "/" +
+                  std::to_string(c.linear_value_head_dim));
+#endif
+    if (nK <= 0 || nV % nK != 0) return fail("value heads that are not a multiple of the key heads");
+    if (c.linear_conv_kernel_dim > 8) return fail("DeltaNet convolutions over 8 taps");
+  }
+  for (LoraTarget t : {LoraTarget::ExpertsGateUp, LoraTarget::ExpertsDown, LoraTarget::SharedGate,
+                       LoraTarget::SharedUp, LoraTarget::SharedDown})
+    if (lora.targets[size_t(t)]) return fail(std::string("the LoRA target ") + lora_target_short(t));
   if (lora.dropout > 0) return fail("LoRA dropout");
   if (c.head_dim > 256 || c.rotary_dim > c.head_dim) return fail("head dims over 256");
   if (c.intermediate_size % 2 != 0) return fail("odd FFN widths");
   return true;
 }
 
-CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, int64_t max_tokens,
-                                  int64_t budget_bytes) {
-  CudaPlanOptions o;
-  o.max_tokens = max_tokens;
-  const int64_t T = max_tokens, H = c.hidden_size, L = c.num_layers;
-  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim, I = c.intermediate_size;
-  const int64_t C = std::min<int64_t>(T, 16384);
-  int64_t weights = c.vocab_size * H * (c.tie_word_embeddings ? 1 : 2);
-  weights += L * (H * (q + 2 * kv) + q * H + 3 * H * I);
-  weights *= 2;
-  // Full-length activations (see alloc_activations) plus the FFN chunk and the attention backward's scratch.
-  const int64_t act = T * (2 * (5 * H + (q + 2 * kv) + (q + kv) + q) + 4 * H + 4 * c.num_heads + 4 * c.rotary_dim) +
-                      std::max(C * 8 * I, T * 2 * (q + (q + kv) + (q + 2 * kv))) + T * q * 4;
-  const int64_t ckpt = (L + 1) * T * H * 2;
-  (void)lora;
-#if TUNE_CUDA
-  if (budget_bytes <= 0) {
-    size_t free_b = 0, total_b = 0;
-    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) budget_bytes = int64_t(free_b);
-  }
-#endif
-  // 5% and 1 GiB for the GEMM workspace, LoRA state and allocator slack.
-  o.offload = budget_bytes > 0 && weights + act + ckpt > budget_bytes * 95 / 100 - (int64_t(1) << 30);
-  // Keeping the attention outputs costs pinned host memory and bus traffic (both directions once per step): only
-  // when it is a modest share of the host's memory and the bus is not busy with checkpoints.
-  const int64_t att_bytes = L * T * c.num_heads * (c.head_dim * 2 + 4);
-  const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
-  o.keep_attention = !o.offload && att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
-  return o;
-}
-
 #if TUNE_CUDA
 
 namespace {
 
-// Device memory owned by the model; all of it is allocated at construction.
+// Device memory owned by the model; all of it is allocated at construction. A plan-only model (`dry`) counts
+// the bytes without allocating.
 struct DeviceBuffer {
   void* p = nullptr;
   int64_t bytes = 0;
   DeviceBuffer() = default;
-  explicit DeviceBuffer(int64_t n) : bytes(n) {
-    if (n > 0) CUDA_CHECK(cudaMalloc(&p, size_t(n)));
+  DeviceBuffer(int64_t n, bool dry) : bytes(n) {
+    if (n > 0 && !dry) CUDA_CHECK(cudaMalloc(&p, size_t(n)));
   }
   DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; o.bytes = 0; }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
@@ -119,6 +125,7 @@ struct DeviceBuffer {
   T* as() const {
     return static_cast<T*>(p);
   }
+  char* at(int64_t off) const { return static_cast<char*>(p) + off; }
 };
 
 constexpr int64_t kAlignElems = 64;  // flat-buffer segments start 256-byte aligned (fp32)
@@ -138,6 +145,9 @@ struct LoraSlot {
   int64_t a = 0, b = 0;      // float offsets of A (r, in) and B (out, r)
   int64_t in = 0, out = 0;
   int64_t col = 0;           // first column of this target's output in the fused product
+  // Gated attention's q_proj: B's rows [0, split) (the queries) go to columns from `col`, the rest (the gates) to
+  // columns from `col2`. The adapter interleaves them per head; the device copy of B holds them regrouped.
+  int64_t split = 0, col2 = 0, head_dim = 0;
 };
 
 // Targets that share an input: their A's form one (n r, in) matrix at `a`.
@@ -147,10 +157,24 @@ struct LoraGroup {
   int64_t n() const { return int64_t(targets.size()); }
 };
 
+// Row `row` of a split slot's adapter B (per head [query (d) | gate (d)]) -> its row in the device copy.
+int64_t split_row(const LoraSlot& sl, int64_t row) {
+  const int64_t d = sl.head_dim, h = row / (2 * d), i = row % (2 * d);
+  return i < d ? h * d + i : sl.split + h * d + (i - d);
+}
+
 struct Layer {
-  DeviceBuffer wqkv, bqkv, wo, wgu, wd, attn_norm, ffn_norm, q_norm, k_norm;
+  MixerKind mix = MixerKind::Attention;
+  int64_t ld_in = 0;  // width of the mixer's first product: attention's q|k|v[|gate], DeltaNet's conv_dim
+  // Attention: w_in = Wqkv (rows q, k, v[, gate]), b_in its bias, wo. DeltaNet: w_in = in_proj_qkv,
+  // w_in2 = [in_proj_z; in_proj_b; in_proj_a], wo = out_proj, conv (conv_dim, K), a_log, dt_bias (nV), gnorm (dv).
+  DeviceBuffer w_in, b_in, w_in2, wo, wgu, wd, attn_norm, ffn_norm, q_norm, k_norm, conv, a_log, dt_bias, gnorm;
+  // MoE: router (E, H), experts' gate|up (E, 2Im, H) and down (E, H, Im); shared expert gate|up (2Ish, H), down
+  // (H, Ish) and its gate (H).
+  FfnKind ffn = FfnKind::Dense;
+  DeviceBuffer router, exp_gu, exp_d, sh_gu, sh_d, sh_gate;
   std::array<LoraSlot, kLoraTargets> lora{};
-  LoraGroup qkv, gu;
+  LoraGroup in, in2, out, gu, down;  // in2: DeltaNet's z, b, a
 };
 
 }  // namespace
@@ -158,7 +182,17 @@ struct Layer {
 struct CudaLoraModel::Impl {
   ModelConfig c;
   LoraConfig lc;
+  bool dry = false;  // plan only: sizes counted, nothing allocated
   int64_t max_T = 0, H = 0, nH = 0, nKV = 0, d = 0, I = 0, V = 0, Nqkv = 0, Nqk = 0, r = 0;
+  // Gated DeltaNet dims: nK/nV heads of dk/dv, Vd = nV dv, Ncv = conv_dim, Nzba = Vd + 2 nV, K conv taps.
+  int64_t nK = 0, nV = 0, dk = 0, dv = 0, Vd = 0, Ncv = 0, Nzba = 0, Kc = 0;
+  bool has_gdn = false, has_gated = false;
+  // MoE dims: E experts, top kx, widths Im (experts) and Ish (shared expert, 0 = none).
+  int64_t E = 0, kx = 0, Im = 0, Ish = 0;
+  bool has_moe = false;
+  int64_t max_in = 0;          // widest mixer input product (the qkv buffer's row)
+  std::vector<int64_t> att_index;  // per layer: its index among the attention layers (-1 for DeltaNet)
+  int64_t n_att = 0;
   float s = 0;
   bool flash = false;
   int64_t head_chunk = 256;
@@ -181,38 +215,53 @@ struct CudaLoraModel::Impl {
   void* host_ckpt = nullptr;
   cudaStream_t side = nullptr;
   std::vector<cudaEvent_t> ready;  // per checkpoint: its copy (out or in) is done / its slot may be reused
-  // With keep_att, each layer's attention output and lse also go to pinned host memory during the forward and come
-  // back for the backward, which then skips the attention forward; `att` and `lse` hold two layers' slots.
+  // With keep_att, each attention layer's output and lse also go to pinned host memory during the forward and
+  // come back for the backward, which then skips the attention forward; `att` and `lse` hold two slots, taken by
+  // attention layers in turn (att_index).
   bool keep_att = false;
   void* host_att = nullptr;
-  std::vector<cudaEvent_t> att_ready;
+  std::vector<cudaEvent_t> att_ready;  // per attention layer
   // Per-layer activations (recomputed in the backward) and gradients. The FFN is token-wise, so it runs in chunks
   // of `ffn_T` tokens (xn2, u_gu, u_d, gu, h, dh are chunk-sized): long sequences need no full-length FFN buffers.
-  DeviceBuffer xn, qkv, qk, att, lse, xmid, xn2, u_qkv, u_o, u_gu, u_d, g_lora, dres, dres_b, dxn, region;
+  // ybuf: the out-projection's input when it is not att (gated attention, DeltaNet).
+  DeviceBuffer xn, qkv, qk, att, lse, ybuf, xmid, xn2, u_in, u_in2, u_o, u_gu, u_d, g_lora, dres, dres_b, dxn,
+      region;
+  // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
+  // and their gradients (T, nV) f32; the recurrence's workspace.
+  DeviceBuffer zba, convo, gq, gk, gv, go, beta, gdec, dbeta, dgdec, gdr_ws;
+  // MoE, FFN-chunk sized (C tokens, C k slots): router logits (C, E) f32, selection (C, k), the sort, the sorted
+  // rows xs (C k, H) (their gradient in the backward), gus (C k, 2Im), hs and dhs (C k, Im), ys and dys (C k, H);
+  // the shared expert's sh_gu (C, 2Ish), sh_h, dsh_h (C, Ish), sh_y, dsh_y (C, H) and gate logits (C) f32.
+  DeviceBuffer m_logits, m_dlogits, m_dlogits_b, m_experts, m_weights, m_dweights, m_offsets, m_order, m_slot,
+      m_sort_ws, xs, gus, hs, dhs, ys, dys, sh_gub, sh_h, dsh_h, sh_y, dsh_y, sh_logit;
+  std::vector<int64_t> m_counts;  // rows per expert of the chunk being processed (host)
   int64_t ffn_T = 0;
-  // `region` is shared by phases that never overlap: the FFN (gu, h, dh), the attention backward (datt, dqk,
-  // dqkv) and the output head's workspace.
+  // `region` is shared by phases that never overlap: the FFN (gu, h, dh), the mixer backward and the output
+  // head's workspace. Attention backward: datt at 0, dqk, dqkv. DeltaNet backward: dzba at 0, dY, dGO, dq, dk,
+  // dv, dconv; dproj (T, Ncv) reuses the space from dY once dY .. dv are spent.
   int64_t off_h = 0, off_dh = 0, off_dqk = 0, off_dqkv = 0;
+  int64_t off_gy = 0, off_ggo = 0, off_gq = 0, off_gk = 0, off_gv = 0, off_gconv = 0;
   DeviceBuffer fa_ws;
   // Contiguous q/k/v copies for head dims the fused attention does not cover (the reference kernel's layout).
   DeviceBuffer cq, ck, cv, cdq, cdk, cdv;
-  DeviceBuffer dnorm;  // double scratch
 
   void* gu() const { return region.p; }
-  void* h() const { return region.as<char>() + off_h; }
-  void* dh() const { return region.as<char>() + off_dh; }
+  void* h() const { return region.at(off_h); }
+  void* dh() const { return region.at(off_dh); }
   void* datt() const { return region.p; }
-  void* dqk() const { return region.as<char>() + off_dqk; }
-  void* dqkv() const { return region.as<char>() + off_dqkv; }
+  void* dqk() const { return region.at(off_dqk); }
+  void* dqkv() const { return region.at(off_dqkv); }
   // The device copy of checkpoint l (a slot of two with offload).
-  void* x_at(int64_t l) const { return ckpt.as<char>() + (offload ? l % 2 : l) * max_T * H * 2; }
+  void* x_at(int64_t l) const { return ckpt.at((offload ? l % 2 : l) * max_T * H * 2); }
   char* host_at(int64_t l) const { return static_cast<char*>(host_ckpt) + l * max_T * H * 2; }
-  // Layer l's attention output (T, nH d) and lse (nH, T): the one buffer, or slot l % 2 with keep_att.
+  // Attention layer a's output (T, nH d) and lse (nH, T): the one buffer, or slot a % 2 with keep_att.
   int64_t att_layer_bytes() const { return max_T * nH * d * 2 + nH * max_T * 4; }
-  void* att_at(int64_t l) const { return att.as<char>() + (keep_att ? l % 2 : 0) * max_T * nH * d * 2; }
-  float* lse_at(int64_t l) const { return lse.as<float>() + (keep_att ? l % 2 : 0) * nH * max_T; }
+  void* att_at(int64_t a) const { return att.at((keep_att ? a % 2 : 0) * max_T * nH * d * 2); }
+  float* lse_at(int64_t a) const { return lse.as<float>() + (keep_att ? a % 2 : 0) * nH * max_T; }
   const void* head_w() const { return c.tie_word_embeddings ? emb.p : head.p; }
   const uint16_t* Ab(int64_t off) const { return Pb.as<uint16_t>() + off; }
+  float norm_eps() const { return float(c.rms_norm_eps); }
+  bool zc() const { return c.norm_zero_centered; }
 
   ~Impl() {
     for (cudaEvent_t e : ready) cudaEventDestroy(e);
@@ -222,15 +271,16 @@ struct CudaLoraModel::Impl {
     if (host_att) cudaFreeHost(host_att);
   }
 
+  DeviceBuffer dev(int64_t bytes) const { return DeviceBuffer(bytes, dry); }
+
   void init_shape(const ModelConfig& config, const LoraConfig& lora, const CudaPlanOptions& o) {
-    const int64_t max_tokens = o.max_tokens;
     std::string why;
     if (!cuda_training_supported(config, lora, &why))
       throw UnsupportedError("training on CUDA does not support " + why + " yet",
                              "use --device cpu for this model or these LoRA settings");
     c = config;
     lc = lora;
-    max_T = max_tokens;
+    max_T = o.max_tokens;
     H = c.hidden_size;
     nH = c.num_heads;
     nKV = c.num_kv_heads;
@@ -239,40 +289,93 @@ struct CudaLoraModel::Impl {
     V = c.vocab_size;
     Nqkv = (nH + 2 * nKV) * d;
     Nqk = (nH + nKV) * d;
+    has_gdn = c.has_mixer(MixerKind::GatedDeltaNet);
+    has_gated = c.has_mixer(MixerKind::GatedAttention);
+    if (has_gdn) {
+      nK = c.linear_num_key_heads;
+      nV = c.linear_num_value_heads;
+      dk = c.linear_key_head_dim;
+      dv = c.linear_value_head_dim;
+      Vd = nV * dv;
+      Ncv = 2 * nK * dk + Vd;
+      Nzba = Vd + 2 * nV;
+      Kc = c.linear_conv_kernel_dim;
+    }
+    has_moe = c.has_moe();
+    if (has_moe) {
+      E = c.num_experts;
+      kx = c.num_experts_per_tok;
+      Im = c.moe_intermediate_size;
+      Ish = c.shared_expert_intermediate_size;
+    }
+    att_index.assign(size_t(c.num_layers), -1);
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      if (c.layers[size_t(l)].mixer != MixerKind::GatedDeltaNet) att_index[size_t(l)] = n_att++;
+    max_in = std::max(has_gated ? Nqkv + nH * d : Nqkv, Ncv);
     r = lora.rank;
     s = float(lora.scale());
     flash = cuda::flash_attention_supported(d);
     ffn_T = std::min(max_T, o.ffn_chunk > 0 ? o.ffn_chunk : int64_t(16384));
     offload = o.offload;
-    keep_att = o.keep_attention && flash;  // the reference attention keeps no lse: it always recomputes
+    keep_att = o.keep_attention && flash && n_att > 0;  // the reference attention keeps no lse: it recomputes
   }
 
   void alloc_weights() {
     const int64_t L = c.num_layers;
-    emb = DeviceBuffer(V * H * 2);
-    out_norm = DeviceBuffer(H * 4);
-    if (!c.tie_word_embeddings) head = DeviceBuffer(V * H * 2);
+    emb = dev(V * H * 2);
+    out_norm = dev(H * 4);
+    if (!c.tie_word_embeddings) head = dev(V * H * 2);
     mem.weights += emb.bytes + out_norm.bytes + head.bytes;
     layers.resize(size_t(L));
-    for (Layer& ly : layers) {
-      ly.wqkv = DeviceBuffer(Nqkv * H * 2);
-      if (c.attention_bias) ly.bqkv = DeviceBuffer(Nqkv * 2);
-      ly.wo = DeviceBuffer(H * nH * d * 2);
-      ly.wgu = DeviceBuffer(2 * I * H * 2);
-      ly.wd = DeviceBuffer(H * I * 2);
-      ly.attn_norm = DeviceBuffer(H * 4);
-      ly.ffn_norm = DeviceBuffer(H * 4);
-      if (c.qk_norm) {
-        ly.q_norm = DeviceBuffer(d * 4);
-        ly.k_norm = DeviceBuffer(d * 4);
+    for (int64_t l = 0; l < L; ++l) {
+      Layer& ly = layers[size_t(l)];
+      ly.mix = c.layers[size_t(l)].mixer;
+      if (ly.mix == MixerKind::GatedDeltaNet) {
+        ly.ld_in = Ncv;
+        ly.w_in = dev(Ncv * H * 2);
+        ly.w_in2 = dev(Nzba * H * 2);
+        ly.wo = dev(H * Vd * 2);
+        ly.conv = dev(Ncv * Kc * 4);
+        ly.a_log = dev(nV * 4);
+        ly.dt_bias = dev(nV * 4);
+        ly.gnorm = dev(dv * 4);
+      } else {
+        ly.ld_in = ly.mix == MixerKind::GatedAttention ? Nqkv + nH * d : Nqkv;
+        ly.w_in = dev(ly.ld_in * H * 2);
+        if (c.attention_bias) ly.b_in = dev(Nqkv * 2);
+        ly.wo = dev(H * nH * d * 2);
+        if (c.qk_norm) {
+          ly.q_norm = dev(d * 4);
+          ly.k_norm = dev(d * 4);
+        }
       }
-      mem.weights += ly.wqkv.bytes + ly.bqkv.bytes + ly.wo.bytes + ly.wgu.bytes + ly.wd.bytes +
-                     ly.attn_norm.bytes + ly.ffn_norm.bytes + ly.q_norm.bytes + ly.k_norm.bytes;
+      ly.ffn = c.layers[size_t(l)].ffn;
+      if (ly.ffn == FfnKind::Moe) {
+        ly.router = dev(E * H * 2);
+        ly.exp_gu = dev(E * 2 * Im * H * 2);
+        ly.exp_d = dev(E * H * Im * 2);
+        if (Ish > 0) {
+          ly.sh_gu = dev(2 * Ish * H * 2);
+          ly.sh_d = dev(H * Ish * 2);
+          ly.sh_gate = dev(H * 2);
+        }
+      } else {
+        ly.wgu = dev(2 * I * H * 2);
+        ly.wd = dev(H * I * 2);
+      }
+      ly.attn_norm = dev(H * 4);
+      ly.ffn_norm = dev(H * 4);
+      for (const DeviceBuffer* b :
+           {&ly.w_in, &ly.b_in, &ly.w_in2, &ly.wo, &ly.wgu, &ly.wd, &ly.attn_norm, &ly.ffn_norm, &ly.q_norm, &ly.k_norm,
+            &ly.conv, &ly.a_log, &ly.dt_bias, &ly.gnorm, &ly.router, &ly.exp_gu, &ly.exp_d, &ly.sh_gu, &ly.sh_d,
+            &ly.sh_gate})
+        mem.weights += b->bytes;
     }
   }
 
-  // Lays out the LoRA parameters: per layer [A_q A_k A_v] B_q B_k B_v A_o B_o [A_gate A_up] B_gate B_up A_down
-  // B_down (absent targets skipped), each segment aligned.
+  // Lays out the LoRA parameters, per layer and group: the group's A's side by side, then each target's B
+  // (absent targets skipped), each segment aligned. Groups: attention [q k v] [o] or DeltaNet [qkv] [z b a]
+  // [out]; then [gate up] [down].
   void plan_lora() {
     int64_t off = 0;
     auto take = [&](int64_t n) {
@@ -290,8 +393,13 @@ struct CudaLoraModel::Impl {
           sl.in = in;
           sl.out = LoraAdapter::target_shape(c, l, t).second;
           sl.col = col;
-          col += sl.out;
-          if (lc.targets[size_t(t)]) {
+          if (t == LoraTarget::Q && ly.mix == MixerKind::GatedAttention) {
+            sl.split = nH * d;
+            sl.col2 = Nqkv;
+            sl.head_dim = d;
+          }
+          col += sl.split ? sl.split : sl.out;
+          if (lc.targets[size_t(t)] && sl.out > 0) {
             sl.on = true;
             g.targets.push_back(t);
           }
@@ -301,65 +409,76 @@ struct CudaLoraModel::Impl {
         take(g.n() * r * in);
         for (LoraTarget t : g.targets) ly.lora[size_t(t)].b = take(ly.lora[size_t(t)].out * r);
       };
-      group(ly.qkv, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H);
-      LoraGroup o, dn;
-      group(o, {LoraTarget::O}, nH * d);
+      if (ly.mix == MixerKind::GatedDeltaNet) {
+        group(ly.in, {LoraTarget::LinQkv}, H);
+        group(ly.in2, {LoraTarget::LinZ, LoraTarget::LinB, LoraTarget::LinA}, H);
+        group(ly.out, {LoraTarget::LinOut}, Vd);
+      } else {
+        group(ly.in, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H);
+        group(ly.out, {LoraTarget::O}, nH * d);
+      }
       group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H);
-      group(dn, {LoraTarget::Down}, I);
+      group(ly.down, {LoraTarget::Down}, I);
     }
     nparams = off;
-    P = DeviceBuffer(nparams * 4);
-    Pb = DeviceBuffer(nparams * 2);
-    G = DeviceBuffer(nparams * 4);
-    CUDA_CHECK(cudaMemset(P.p, 0, size_t(P.bytes)));
-    CUDA_CHECK(cudaMemset(G.p, 0, size_t(G.bytes)));
+    P = dev(nparams * 4);
+    Pb = dev(nparams * 2);
+    G = dev(nparams * 4);
+    if (!dry) {
+      CUDA_CHECK(cudaMemset(P.p, 0, size_t(P.bytes)));
+      CUDA_CHECK(cudaMemset(G.p, 0, size_t(G.bytes)));
+    }
     mem.lora = P.bytes + Pb.bytes + G.bytes;
   }
 
   void alloc_activations() {
     const int64_t T = max_T, L = c.num_layers, C = ffn_T;
     auto bf = [&](int64_t n) {
-      DeviceBuffer b(n * 2);
+      DeviceBuffer b = dev(n * 2);
       mem.activations += b.bytes;
       return b;
     };
     auto f32 = [&](int64_t n) {
-      DeviceBuffer b(n * 4);
+      DeviceBuffer b = dev(n * 4);
       mem.activations += b.bytes;
       return b;
     };
-    ids = DeviceBuffer(T * 4);
-    pos = DeviceBuffer(T * 4);
-    doc_start = DeviceBuffer(T * 4);
-    rows = DeviceBuffer(T * 4);
-    targets = DeviceBuffer(T * 4);
-    loss = DeviceBuffer(T * 4);
-    mem.activations += 6 * T * 4;
+    ids = f32(T);  // i32
+    pos = f32(T);
+    doc_start = f32(T);
+    rows = f32(T);
+    targets = f32(T);
+    loss = f32(T);
     rope = f32(T * c.rotary_dim);
-    ckpt = DeviceBuffer((offload ? 2 : L + 1) * T * H * 2);
+    ckpt = dev((offload ? 2 : L + 1) * T * H * 2);
     mem.checkpoints = ckpt.bytes;
     if (offload) {
-      CUDA_CHECK(cudaHostAlloc(&host_ckpt, size_t((L + 1) * T * H * 2), cudaHostAllocDefault));
       mem.host_checkpoints += (L + 1) * T * H * 2;
-      ready.resize(size_t(L + 1));
-      for (cudaEvent_t& e : ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      if (!dry) {
+        CUDA_CHECK(cudaHostAlloc(&host_ckpt, size_t((L + 1) * T * H * 2), cudaHostAllocDefault));
+        ready.resize(size_t(L + 1));
+        for (cudaEvent_t& e : ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      }
     }
     xn = bf(T * H);
-    qkv = bf(T * Nqkv);
+    qkv = bf(T * max_in);
     qk = bf(T * Nqk);
     const int64_t att_slots = keep_att ? 2 : 1;
     att = bf(att_slots * T * nH * d);
     lse = f32(att_slots * nH * T);
-    if (offload || keep_att) CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    ybuf = bf(T * std::max(has_gated ? nH * d : 0, Vd));
     if (keep_att) {
-      CUDA_CHECK(cudaHostAlloc(&host_att, size_t(L * att_layer_bytes()), cudaHostAllocDefault));
-      mem.host_checkpoints += L * att_layer_bytes();
-      att_ready.resize(size_t(L));
-      for (cudaEvent_t& e : att_ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      mem.host_checkpoints += n_att * att_layer_bytes();
+      if (!dry) {
+        CUDA_CHECK(cudaHostAlloc(&host_att, size_t(n_att * att_layer_bytes()), cudaHostAllocDefault));
+        att_ready.resize(size_t(n_att));
+        for (cudaEvent_t& e : att_ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      }
     }
+    if ((offload || keep_att) && !dry) CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
     xmid = bf(T * H);
     xn2 = bf(C * H);
-    u_qkv = bf(T * 3 * r);
+    u_in = bf(T * 3 * r);
     u_o = bf(T * r);
     u_gu = bf(C * 2 * r);
     u_d = bf(C * r);
@@ -367,21 +486,73 @@ struct CudaLoraModel::Impl {
     dres = f32(T * H);
     dres_b = bf(T * H);
     dxn = bf(T * H);
+    if (has_gdn) {
+      u_in2 = bf(T * 3 * r);
+      zba = bf(T * Nzba);
+      convo = bf(T * Ncv);
+      gq = bf(T * nV * dk);
+      gk = bf(T * nV * dk);
+      gv = bf(T * Vd);
+      go = bf(T * Vd);
+      beta = f32(T * nV);
+      gdec = f32(T * nV);
+      dbeta = f32(T * nV);
+      dgdec = f32(T * nV);
+      gdr_ws = dev(int64_t(cuda::gated_delta_rule_workspace_bytes(T, nV, dk, dv, true)));
+      mem.workspace += gdr_ws.bytes;
+    }
+    if (has_moe) {
+      const int64_t S = C * kx;
+      m_logits = f32(C * E);
+      m_dlogits = f32(C * E);
+      m_dlogits_b = bf(C * E);
+      m_experts = f32(S);  // i32
+      m_weights = f32(S);
+      m_dweights = f32(S);
+      m_offsets = f32(E + 1);
+      m_order = f32(S);
+      m_slot = f32(S);
+      m_sort_ws = dev(int64_t(cuda::moe_sort_workspace_bytes(C, kx, E)));
+      mem.workspace += m_sort_ws.bytes;
+      xs = bf(S * H);
+      gus = bf(S * 2 * Im);
+      hs = bf(S * Im);
+      dhs = bf(S * Im);
+      ys = bf(S * H);
+      dys = bf(S * H);
+      if (Ish > 0) {
+        sh_gub = bf(C * 2 * Ish);
+        sh_h = bf(C * Ish);
+        dsh_h = bf(C * Ish);
+        sh_y = bf(C * H);
+        dsh_y = bf(C * H);
+        sh_logit = f32(C);
+      }
+    }
     auto al = [](int64_t b) { return round_up(b, 256); };
     off_h = al(C * 2 * I * 2);
     off_dh = off_h + al(C * I * 2);
     const int64_t ffn = off_dh + al(C * I * 2);
     off_dqk = al(T * nH * d * 2);
     off_dqkv = off_dqk + al(T * Nqk * 2);
-    const int64_t attn = off_dqkv + al(T * Nqkv * 2);
+    int64_t mixer = off_dqkv + al(T * max_in * 2);
+    if (has_gdn) {
+      off_gy = al(T * Nzba * 2);
+      off_ggo = off_gy + al(T * Vd * 2);
+      off_gq = off_ggo + al(T * Vd * 2);
+      off_gk = off_gq + al(T * nV * dk * 2);
+      off_gv = off_gk + al(T * nV * dk * 2);
+      off_gconv = off_gv + al(T * Vd * 2);
+      mixer = std::max(mixer, off_gconv + al(T * Ncv * 2));
+    }
     // The head's chunk: as many rows as fit in the larger of the two other phases, at least 64, at most 1024.
-    const int64_t other = std::max(ffn, attn);
+    const int64_t other = std::max(ffn, mixer);
     head_chunk = 1024;
     while (head_chunk > 64 && cuda::lm_head_loss_workspace_bytes(head_chunk, H, V) > other) head_chunk /= 2;
-    region = DeviceBuffer(std::max(other, cuda::lm_head_loss_workspace_bytes(head_chunk, H, V)));
+    region = dev(std::max(other, cuda::lm_head_loss_workspace_bytes(head_chunk, H, V)));
     mem.activations += region.bytes;
     if (flash) {
-      fa_ws = DeviceBuffer(int64_t(cuda::flash_attention_bwd_workspace_bytes(fa_shape(T))));
+      fa_ws = dev(int64_t(cuda::flash_attention_bwd_workspace_bytes(fa_shape(T, Nqkv))));
     } else {
       cq = bf(T * nH * d);
       ck = bf(T * nKV * d);
@@ -390,11 +561,11 @@ struct CudaLoraModel::Impl {
       cdk = bf(T * nKV * d);
       cdv = bf(T * nKV * d);
     }
-    dnorm = DeviceBuffer(8);
-    mem.workspace = fa_ws.bytes + cuda::gemm_workspace_bytes();
+    mem.workspace += fa_ws.bytes + cuda::gemm_workspace_bytes();
   }
 
-  cuda::FlashAttnShape fa_shape(int64_t T) const {
+  // ld_v: the row stride of the qkv buffer, whose v columns the attention reads in place.
+  cuda::FlashAttnShape fa_shape(int64_t T, int64_t ld_v) const {
     cuda::FlashAttnShape f;
     f.T = T;
     f.nH = nH;
@@ -402,7 +573,7 @@ struct CudaLoraModel::Impl {
     f.d = d;
     f.q_stride = Nqk;
     f.k_stride = Nqk;
-    f.v_stride = Nqkv;
+    f.v_stride = ld_v;
     f.o_stride = nH * d;
     return f;
   }
@@ -422,6 +593,15 @@ struct CudaLoraModel::Impl {
                ldd, DType::BF16);
   }
 
+  // A slot's B as (rows, first B row, first output column) parts: one, or two for a split slot.
+  struct BPart {
+    int64_t rows, row0, col;
+  };
+  static std::vector<BPart> b_parts(const LoraSlot& sl) {
+    if (!sl.split) return {{sl.out, 0, sl.col}};
+    return {{sl.split, 0, sl.col}, {sl.out - sl.split, sl.split, sl.col2}};
+  }
+
   // LoRA forward of a group with input a (T, in): u = a A_grp^T (T, n r); y[:, col_t] += s u_t B_t^T.
   void lora_fwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* a, int64_t lda, void* u, void* y,
                 int64_t ldy) {
@@ -431,9 +611,11 @@ struct CudaLoraModel::Impl {
                DType::BF16);
     for (int64_t i = 0; i < g.n(); ++i) {
       const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
-      void* yc = static_cast<char*>(y) + sl.col * 2;
-      cuda::gemm(T, sl.out, r, s, {static_cast<const char*>(u) + i * r * 2, nr, false}, {Ab(sl.b), r, true},
-                 DType::BF16, 1.0f, yc, yc, ldy, DType::BF16);
+      for (const BPart& p : b_parts(sl)) {
+        void* yc = static_cast<char*>(y) + p.col * 2;
+        cuda::gemm(T, p.rows, r, s, {static_cast<const char*>(u) + i * r * 2, nr, false},
+                   {Ab(sl.b + p.row0 * r), r, true}, DType::BF16, 1.0f, yc, yc, ldy, DType::BF16);
+      }
     }
   }
 
@@ -446,11 +628,17 @@ struct CudaLoraModel::Impl {
     float* Gp = G.as<float>();
     for (int64_t i = 0; i < g.n(); ++i) {
       const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
-      const void* dyc = static_cast<const char*>(dy) + sl.col * 2;
-      cuda::gemm(sl.out, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, nr, false},
-                 DType::BF16, 1.0f, Gp + sl.b, Gp + sl.b, r, DType::F32);
-      cuda::gemm(T, r, sl.out, s, {dyc, ldy, false}, {Ab(sl.b), r, false}, DType::BF16, 0.0f, nullptr,
-                 g_lora.as<char>() + i * r * 2, nr, DType::BF16);
+      float beta = 0.0f;
+      for (const BPart& p : b_parts(sl)) {
+        const void* dyc = static_cast<const char*>(dy) + p.col * 2;
+        float* dB = Gp + sl.b + p.row0 * r;
+        cuda::gemm(p.rows, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, nr, false},
+                   DType::BF16, 1.0f, dB, dB, r, DType::F32);
+        void* gi = g_lora.at(i * r * 2);
+        cuda::gemm(T, r, p.rows, s, {dyc, ldy, false}, {Ab(sl.b + p.row0 * r), r, false}, DType::BF16, beta,
+                   beta != 0.0f ? gi : nullptr, gi, nr, DType::BF16);
+        beta = 1.0f;
+      }
     }
     cuda::gemm(nr, g.in, T, 1.0f, {g_lora.p, nr, true}, {a, lda, false}, DType::BF16, 1.0f, Gp + g.a, Gp + g.a,
                g.in, DType::F32);
@@ -464,15 +652,6 @@ struct CudaLoraModel::Impl {
                DType::BF16);
   }
 
-  LoraGroup single(const Layer& ly, LoraTarget t) const {
-    LoraGroup g;
-    const LoraSlot& sl = ly.lora[size_t(t)];
-    g.in = sl.in;
-    g.a = sl.a;
-    if (sl.on) g.targets.push_back(t);
-    return g;
-  }
-
   cuda::QkNormRope qk_params(const Layer& ly, int64_t T) const {
     cuda::QkNormRope p;
     p.T = T;
@@ -482,38 +661,38 @@ struct CudaLoraModel::Impl {
     p.rotary_dim = c.rotary_dim;
     p.wq = c.qk_norm ? ly.q_norm.as<float>() : nullptr;
     p.wk = c.qk_norm ? ly.k_norm.as<float>() : nullptr;
-    p.eps = float(c.rms_norm_eps);
+    p.eps = norm_eps();
+    p.zero_centered = zc();
     p.rope = rope.as<float>();
     return p;
   }
 
   float attn_scale() const { return float(1.0 / std::sqrt(double(d))); }
 
-  // Attention forward (layer l's att, lse) from qk and qkv's v.
-  void attention_fwd(int64_t l, int64_t T) {
-    void* att_p = att_at(l);
-    float* lse_p = lse_at(l);
-    const char* v = qkv.as<char>() + Nqk * 2;
+  // Attention forward (attention layer a's att, lse) from qk and qkv's v (row stride ld).
+  void attention_fwd(int64_t a, int64_t T, int64_t ld) {
+    void* att_p = att_at(a);
+    float* lse_p = lse_at(a);
+    const char* v = qkv.at(Nqk * 2);
     if (flash) {
-      cuda::flash_attention_fwd(qk.p, qk.as<char>() + nH * d * 2, v, doc_start.as<int32_t>(), attn_scale(), att_p,
-                                lse_p, fa_shape(T), nullptr);
+      cuda::flash_attention_fwd(qk.p, qk.at(nH * d * 2), v, doc_start.as<int32_t>(), attn_scale(), att_p, lse_p,
+                                fa_shape(T, ld), nullptr);
       return;
     }
     CUDA_CHECK(cudaMemcpy2D(cq.p, nH * d * 2, qk.p, Nqk * 2, nH * d * 2, T, cudaMemcpyDeviceToDevice));
-    CUDA_CHECK(cudaMemcpy2D(ck.p, nKV * d * 2, qk.as<char>() + nH * d * 2, Nqk * 2, nKV * d * 2, T,
-                            cudaMemcpyDeviceToDevice));
-    CUDA_CHECK(cudaMemcpy2D(cv.p, nKV * d * 2, v, Nqkv * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(ck.p, nKV * d * 2, qk.at(nH * d * 2), Nqk * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(cv.p, nKV * d * 2, v, ld * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
     cuda::attention_fwd(cq.p, ck.p, cv.p, doc_start.as<int32_t>(), attn_scale(), att_p, T, nH, nKV, d, DType::BF16);
   }
 
-  // Attention backward of layer l: datt -> dqk (q, k parts) and dqkv's v part.
-  void attention_bwd(int64_t l, int64_t T) {
-    const char* v = qkv.as<char>() + Nqk * 2;
-    char* dv = static_cast<char*>(dqkv()) + Nqk * 2;
+  // Attention backward of attention layer a: datt -> dqk (q, k parts) and dqkv's v part (row stride ld).
+  void attention_bwd(int64_t a, int64_t T, int64_t ld) {
+    const char* v = qkv.at(Nqk * 2);
+    char* dv_p = static_cast<char*>(dqkv()) + Nqk * 2;
     if (flash) {
-      cuda::flash_attention_bwd(qk.p, qk.as<char>() + nH * d * 2, v, att_at(l), datt(), lse_at(l),
-                                doc_start.as<int32_t>(), attn_scale(), dqk(), static_cast<char*>(dqk()) + nH * d * 2,
-                                dv, fa_ws.p, fa_shape(T), nullptr);
+      cuda::flash_attention_bwd(qk.p, qk.at(nH * d * 2), v, att_at(a), datt(), lse_at(a), doc_start.as<int32_t>(),
+                                attn_scale(), dqk(), static_cast<char*>(dqk()) + nH * d * 2, dv_p, fa_ws.p,
+                                fa_shape(T, ld), nullptr);
       return;
     }
     cuda::attention_bwd(cq.p, ck.p, cv.p, doc_start.as<int32_t>(), attn_scale(), datt(), cdq.p, cdk.p, cdv.p, T, nH,
@@ -521,41 +700,76 @@ struct CudaLoraModel::Impl {
     CUDA_CHECK(cudaMemcpy2D(dqk(), Nqk * 2, cdq.p, nH * d * 2, nH * d * 2, T, cudaMemcpyDeviceToDevice));
     CUDA_CHECK(cudaMemcpy2D(static_cast<char*>(dqk()) + nH * d * 2, Nqk * 2, cdk.p, nKV * d * 2, nKV * d * 2, T,
                             cudaMemcpyDeviceToDevice));
-    CUDA_CHECK(cudaMemcpy2D(dv, Nqkv * 2, cdv.p, nKV * d * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpy2D(dv_p, ld * 2, cdv.p, nKV * d * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
   }
 
-  // Attention half of layer l from x_in: xn, qkv, qk, att, lse and xmid = x_in + attention. In the backward's
-  // recompute with keep_att, att and lse are already back from the host and the attention itself is skipped.
-  void attn_fwd(int64_t l, int64_t T, const void* x_in, bool recompute) {
+  // The mixer of layer l from x_in: xn, its activations and xmid = x_in + mixer(xn).
+  void mixer_fwd(int64_t l, int64_t T, const void* x_in, bool recompute) {
     const Layer& ly = layers[size_t(l)];
-    cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, float(c.rms_norm_eps), false, xn.p, T, H, DType::BF16, DType::F32);
-    mm(T, Nqkv, H, xn.p, H, ly.wqkv.p, qkv.p, Nqkv, 0.0f, nullptr, ly.bqkv.p);
-    lora_fwd(ly, ly.qkv, T, xn.p, H, u_qkv.p, qkv.p, Nqkv);
-    cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, Nqkv, qk.p, Nqk);
-    if (!(recompute && keep_att)) {
-      if (!recompute) att_slot_free(l);
-      attention_fwd(l, T);
-      if (!recompute) save_att(l, T);
+    cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, norm_eps(), zc(), xn.p, T, H, DType::BF16, DType::F32);
+    if (ly.mix == MixerKind::GatedDeltaNet) {
+      gdn_fwd(ly, T, x_in);
+    } else {
+      attn_fwd(ly, att_index[size_t(l)], T, x_in, recompute);
     }
-    mm(T, H, nH * d, att_at(l), nH * d, ly.wo.p, xmid.p, H, 1.0f, x_in);
-    lora_fwd(ly, single(ly, LoraTarget::O), T, att_at(l), nH * d, u_o.p, xmid.p, H);
+  }
+
+  // Attention half of attention layer a: qkv, qk, att, lse [, ybuf] and xmid. In the backward's recompute with
+  // keep_att, att and lse are already back from the host and the attention itself is skipped.
+  void attn_fwd(const Layer& ly, int64_t a, int64_t T, const void* x_in, bool recompute) {
+    const int64_t ld = ly.ld_in;
+    mm(T, ld, H, xn.p, H, ly.w_in.p, qkv.p, ld, 0.0f, nullptr, ly.b_in.p);
+    lora_fwd(ly, ly.in, T, xn.p, H, u_in.p, qkv.p, ld);
+    cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, ld, qk.p, Nqk);
+    if (!(recompute && keep_att)) {
+      if (!recompute) att_slot_free(a);
+      attention_fwd(a, T, ld);
+      if (!recompute) save_att(a, T);
+    }
+    const void* y = att_at(a);
+    if (ly.mix == MixerKind::GatedAttention) {
+      cuda::sigmoid_gate_fwd(att_at(a), nH * d, qkv.at(Nqkv * 2), ld, ybuf.p, nH * d, T, nH * d);
+      y = ybuf.p;
+    }
+    mm(T, H, nH * d, y, nH * d, ly.wo.p, xmid.p, H, 1.0f, x_in);
+    lora_fwd(ly, ly.out, T, y, nH * d, u_o.p, xmid.p, H);
+  }
+
+  // Gated DeltaNet half of a layer: proj (in qkv), zba, convo, gq/gk/gv, beta, gdec, go, ybuf and xmid.
+  void gdn_fwd(const Layer& ly, int64_t T, const void* x_in) {
+    mm(T, Ncv, H, xn.p, H, ly.w_in.p, qkv.p, Ncv);
+    lora_fwd(ly, ly.in, T, xn.p, H, u_in.p, qkv.p, Ncv);
+    mm(T, Nzba, H, xn.p, H, ly.w_in2.p, zba.p, Nzba);
+    lora_fwd(ly, ly.in2, T, xn.p, H, u_in2.p, zba.p, Nzba);
+    cuda::conv1d_causal_fwd(qkv.p, ly.conv.p, doc_start.as<int32_t>(), convo.p, T, Ncv, Kc, DType::BF16, DType::F32);
+    cuda::gdn_qkv_fwd(convo.p, Ncv, gq.p, gk.p, gv.p, T, nK, nV, dk, dv);
+    cuda::gdn_gates_fwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), beta.as<float>(),
+                        gdec.as<float>(), T, nV);
+    cuda::gated_delta_rule_fwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(), go.p,
+                               gdr_ws.p, T, nV, dk, dv, nullptr);
+    cuda::gated_rmsnorm_fwd(go.p, zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), ybuf.p, T, nV, dv);
+    mm(T, H, Vd, ybuf.p, Vd, ly.wo.p, xmid.p, H, 1.0f, x_in);
+    lora_fwd(ly, ly.out, T, ybuf.p, Vd, u_o.p, xmid.p, H);
   }
 
   // FFN of the n tokens from t0, forward: xn2, gu, h of the chunk (and the LoRA u's); x_out rows += when given.
   void ffn_fwd(int64_t l, int64_t t0, int64_t n, void* x_out) {
     const Layer& ly = layers[size_t(l)];
-    const char* xm = xmid.as<char>() + t0 * H * 2;
-    cuda::rmsnorm_fwd(xm, ly.ffn_norm.p, float(c.rms_norm_eps), false, xn2.p, n, H, DType::BF16, DType::F32);
+    const char* xm = xmid.at(t0 * H * 2);
+    cuda::rmsnorm_fwd(xm, ly.ffn_norm.p, norm_eps(), zc(), xn2.p, n, H, DType::BF16, DType::F32);
+    if (ly.ffn == FfnKind::Moe) {
+      moe_fwd(ly, n, xm, x_out ? static_cast<char*>(x_out) + t0 * H * 2 : nullptr);
+      return;
+    }
     mm(n, 2 * I, H, xn2.p, H, ly.wgu.p, gu(), 2 * I);
     lora_fwd(ly, ly.gu, n, xn2.p, H, u_gu.p, gu(), 2 * I);
     cuda::swiglu_fused_fwd(gu(), h(), n, I);
-    const LoraGroup dn = single(ly, LoraTarget::Down);
     if (x_out) {
       char* xo = static_cast<char*>(x_out) + t0 * H * 2;
       mm(n, H, I, h(), I, ly.wd.p, xo, H, 1.0f, xm);
-      lora_fwd(ly, dn, n, h(), I, u_d.p, xo, H);
-    } else if (dn.n() > 0) {
-      cuda::gemm(n, r, I, 1.0f, {h(), I, false}, {Ab(dn.a), I, true}, DType::BF16, 0.0f, nullptr, u_d.p, r,
+      lora_fwd(ly, ly.down, n, h(), I, u_d.p, xo, H);
+    } else if (ly.down.n() > 0) {
+      cuda::gemm(n, r, I, 1.0f, {h(), I, false}, {Ab(ly.down.a), I, true}, DType::BF16, 0.0f, nullptr, u_d.p, r,
                  DType::BF16);
     }
   }
@@ -564,34 +778,129 @@ struct CudaLoraModel::Impl {
   // entry, dL/dxmid on exit.
   void ffn_bwd(int64_t l, int64_t t0, int64_t n) {
     const Layer& ly = layers[size_t(l)];
-    const char* dy = dres_b.as<char>() + t0 * H * 2;
-    char* dx = dxn.as<char>() + t0 * H * 2;
-    const LoraGroup dn = single(ly, LoraTarget::Down);
-    lora_bwd(ly, dn, n, dy, H, h(), I, u_d.p);
+    const char* dy = dres_b.at(t0 * H * 2);
+    char* dx = dxn.at(t0 * H * 2);
+    if (ly.ffn == FfnKind::Moe) {
+      moe_bwd(ly, n, dy, dx);
+      cuda::rmsnorm_bwd_residual(xmid.at(t0 * H * 2), ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
+                                 dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
+      return;
+    }
+    lora_bwd(ly, ly.down, n, dy, H, h(), I, u_d.p);
     mm_t(n, H, I, dy, H, ly.wd.p, dh(), I);
-    lora_dx(dn, n, dh(), I);
+    lora_dx(ly.down, n, dh(), I);
     cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I);  // dgu overwrites gu in place
     void* dgu = gu();
     lora_bwd(ly, ly.gu, n, dgu, 2 * I, xn2.p, H, u_gu.p);
     mm_t(n, 2 * I, H, dgu, 2 * I, ly.wgu.p, dx, H);
     lora_dx(ly.gu, n, dx, H);
-    cuda::rmsnorm_bwd_residual(xmid.as<char>() + t0 * H * 2, ly.ffn_norm.as<float>(), dx, float(c.rms_norm_eps),
-                               false, dres.as<float>() + t0 * H, dres_b.as<char>() + t0 * H * 2, n, H);
+    cuda::rmsnorm_bwd_residual(xmid.at(t0 * H * 2), ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
+                               dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
   }
 
-  // Attention backward of layer l (after attn_fwd): dres/dres_b hold dL/dxmid on entry, dL/dx_in on exit.
-  void attn_bwd(int64_t l, int64_t T, const void* x_in) {
+  // MoE FFN of n tokens from xn2 (the chunk's normed input): routing, the sort (its per-expert counts read back to
+  // the host for the grouped products), experts, shared expert; x_out rows = xm + the FFN when given.
+  void moe_fwd(const Layer& ly, int64_t n, const void* xm, void* x_out) {
+    const int64_t S = n * kx;
+    cuda::gemm(n, E, H, 1.0f, {xn2.p, H, false}, {ly.router.p, H, true}, DType::BF16, 0.0f, nullptr, m_logits.p, E,
+               DType::F32);
+    cuda::moe_route_fwd(m_logits.p, c.norm_topk_prob, m_experts.as<int32_t>(), m_weights.p, n, E, kx, DType::F32);
+    cuda::moe_sort(m_experts.as<int32_t>(), n, kx, E, m_offsets.as<int32_t>(), m_order.as<int32_t>(),
+                   m_slot.as<int32_t>(), m_sort_ws.p);
+    std::vector<int32_t> off(static_cast<size_t>(E + 1));
+    CUDA_CHECK(cudaMemcpy(off.data(), m_offsets.p, size_t(E + 1) * 4, cudaMemcpyDeviceToHost));
+    m_counts.resize(size_t(E));
+    for (int64_t e = 0; e < E; ++e) m_counts[size_t(e)] = off[size_t(e + 1)] - off[size_t(e)];
+    cuda::moe_gather(xn2.p, n, H, kx, m_order.as<int32_t>(), S, xs.p);
+    cuda::gemm_grouped(E, m_counts.data(), 2 * Im, H, xs.p, H, ly.exp_gu.p, 2 * Im * H, true, 0.0f, gus.p, 2 * Im);
+    cuda::swiglu_fused_fwd(gus.p, hs.p, S, Im);
+    cuda::gemm_grouped(E, m_counts.data(), H, Im, hs.p, Im, ly.exp_d.p, H * Im, true, 0.0f, ys.p, H);
+    if (Ish > 0) {
+      mm(n, 2 * Ish, H, xn2.p, H, ly.sh_gu.p, sh_gub.p, 2 * Ish);
+      cuda::swiglu_fused_fwd(sh_gub.p, sh_h.p, n, Ish);
+      mm(n, H, Ish, sh_h.p, Ish, ly.sh_d.p, sh_y.p, H);
+    }
+    if (x_out) {
+      CUDA_CHECK(cudaMemcpyAsync(x_out, xm, size_t(n * H * 2), cudaMemcpyDeviceToDevice));
+      cuda::moe_combine_fwd(ys.p, m_slot.as<int32_t>(), m_weights.as<float>(), n, kx, H, x_out, true);
+    }
+    // Without x_out (the backward's recompute) only the gate's logits.
+    if (Ish > 0) cuda::moe_shared_gate_fwd(xn2.p, ly.sh_gate.p, sh_y.p, n, H, sh_logit.as<float>(), x_out);
+  }
+
+  // MoE FFN backward after moe_fwd(..., nullptr): dy (n, H) -> dx (n, H), the gradient w.r.t. xn2.
+  void moe_bwd(const Layer& ly, int64_t n, const void* dy, void* dx) {
+    const int64_t S = n * kx;
+    cuda::moe_combine_bwd(dy, ys.p, m_slot.as<int32_t>(), m_weights.as<float>(), n, kx, H, dys.p,
+                          m_dweights.as<float>());
+    cuda::gemm_grouped(E, m_counts.data(), Im, H, dys.p, H, ly.exp_d.p, H * Im, false, 0.0f, dhs.p, Im);
+    cuda::swiglu_fused_bwd(gus.p, dhs.p, gus.p, S, Im);  // dgus in place
+    cuda::gemm_grouped(E, m_counts.data(), H, 2 * Im, gus.p, 2 * Im, ly.exp_gu.p, 2 * Im * H, false, 0.0f, xs.p, H);
+    cuda::moe_scatter_add(xs.p, m_slot.as<int32_t>(), n, kx, H, dx, false);
+    cuda::moe_route_bwd(m_logits.p, c.norm_topk_prob, m_experts.as<int32_t>(), m_dweights.p, m_dlogits.p, n, E, kx,
+                        DType::F32);
+    cuda::cast_f32_to_bf16(m_dlogits.as<float>(), m_dlogits_b.p, n * E);
+    mm_t(n, E, H, m_dlogits_b.p, E, ly.router.p, dx, H, 1.0f);
+    if (Ish > 0) {
+      cuda::moe_shared_gate_bwd(ly.sh_gate.p, sh_y.p, sh_logit.as<float>(), dy, n, H, dsh_y.p, dx);
+      mm_t(n, H, Ish, dsh_y.p, H, ly.sh_d.p, dsh_h.p, Ish);
+      cuda::swiglu_fused_bwd(sh_gub.p, dsh_h.p, sh_gub.p, n, Ish);
+      mm_t(n, 2 * Ish, H, sh_gub.p, 2 * Ish, ly.sh_gu.p, dx, H, 1.0f);
+    }
+  }
+
+  // Mixer backward of layer l (after mixer_fwd): dres/dres_b hold dL/dxmid on entry, dL/dx_in on exit.
+  void mixer_bwd(int64_t l, int64_t T, const void* x_in) {
     const Layer& ly = layers[size_t(l)];
-    lora_bwd(ly, single(ly, LoraTarget::O), T, dres_b.p, H, att_at(l), nH * d, u_o.p);
+    if (ly.mix == MixerKind::GatedDeltaNet) {
+      gdn_bwd(ly, T);
+    } else {
+      attn_bwd(ly, att_index[size_t(l)], T);
+    }
+    cuda::rmsnorm_bwd_residual(x_in, ly.attn_norm.as<float>(), dxn.p, norm_eps(), zc(), dres.as<float>(), dres_b.p,
+                               T, H);
+  }
+
+  // Attention backward: dres_b -> dxn (the gradient w.r.t. the normed input).
+  void attn_bwd(const Layer& ly, int64_t a, int64_t T) {
+    const int64_t ld = ly.ld_in;
+    const bool gated = ly.mix == MixerKind::GatedAttention;
+    const void* y = gated ? ybuf.p : att_at(a);
+    lora_bwd(ly, ly.out, T, dres_b.p, H, y, nH * d, u_o.p);
     mm_t(T, H, nH * d, dres_b.p, H, ly.wo.p, datt(), nH * d);
-    lora_dx(single(ly, LoraTarget::O), T, datt(), nH * d);
-    attention_bwd(l, T);
-    cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv.p, Nqkv, dqk(), Nqk, dqkv(), Nqkv);
-    lora_bwd(ly, ly.qkv, T, dqkv(), Nqkv, xn.p, H, u_qkv.p);
-    mm_t(T, Nqkv, H, dqkv(), Nqkv, ly.wqkv.p, dxn.p, H);
-    lora_dx(ly.qkv, T, dxn.p, H);
-    cuda::rmsnorm_bwd_residual(x_in, ly.attn_norm.as<float>(), dxn.p, float(c.rms_norm_eps), false,
-                               dres.as<float>(), dres_b.p, T, H);
+    lora_dx(ly.out, T, datt(), nH * d);
+    if (gated)  // datt becomes the gradient of the ungated output, in place; the gate's lands in dqkv
+      cuda::sigmoid_gate_bwd(att_at(a), nH * d, qkv.at(Nqkv * 2), ld, datt(), nH * d, datt(), nH * d,
+                             static_cast<char*>(dqkv()) + Nqkv * 2, ld, T, nH * d);
+    attention_bwd(a, T, ld);
+    cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv.p, ld, dqk(), Nqk, dqkv(), ld);
+    lora_bwd(ly, ly.in, T, dqkv(), ld, xn.p, H, u_in.p);
+    mm_t(T, ld, H, dqkv(), ld, ly.w_in.p, dxn.p, H);
+    lora_dx(ly.in, T, dxn.p, H);
+  }
+
+  // Gated DeltaNet backward: dres_b -> dxn.
+  void gdn_bwd(const Layer& ly, int64_t T) {
+    char *dzba = region.at(0), *dY = region.at(off_gy), *dGO = region.at(off_ggo), *dq = region.at(off_gq),
+         *dk_p = region.at(off_gk), *dv_p = region.at(off_gv), *dconv = region.at(off_gconv);
+    char* dproj = dY;  // dY .. dv are spent once conv1d's backward runs
+    lora_bwd(ly, ly.out, T, dres_b.p, H, ybuf.p, Vd, u_o.p);
+    mm_t(T, H, Vd, dres_b.p, H, ly.wo.p, dY, Vd);
+    lora_dx(ly.out, T, dY, Vd);
+    cuda::gated_rmsnorm_bwd(go.p, zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), dY, dGO, dzba, T, nV, dv);
+    cuda::gated_delta_rule_bwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(), dGO, dq,
+                               dk_p, dv_p, dgdec.as<float>(), dbeta.as<float>(), gdr_ws.p, T, nV, dk, dv, nullptr);
+    cuda::gdn_gates_bwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), dbeta.as<float>(),
+                        dgdec.as<float>(), dzba + Vd * 2, Nzba, T, nV);
+    cuda::gdn_qkv_bwd(convo.p, Ncv, dq, dk_p, dv_p, dconv, Ncv, T, nK, nV, dk, dv);
+    cuda::conv1d_causal_bwd(qkv.p, ly.conv.p, doc_start.as<int32_t>(), dconv, dproj, nullptr, T, Ncv, Kc, DType::BF16,
+                            DType::F32);
+    lora_bwd(ly, ly.in2, T, dzba, Nzba, xn.p, H, u_in2.p);
+    mm_t(T, Nzba, H, dzba, Nzba, ly.w_in2.p, dxn.p, H);
+    lora_dx(ly.in2, T, dxn.p, H);
+    lora_bwd(ly, ly.in, T, dproj, Ncv, xn.p, H, u_in.p);
+    mm_t(T, Ncv, H, dproj, Ncv, ly.w_in.p, dxn.p, H, 1.0f);
+    lora_dx(ly.in, T, dxn.p, H);
   }
 
   // Checkpoint traffic with offload (no-ops otherwise). After the main stream wrote checkpoint l: copy it out.
@@ -618,27 +927,27 @@ struct CudaLoraModel::Impl {
     if (offload) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l)]));
   }
 
-  // The same traffic for layer l's attention output and lse (keep_att), with slots of two layers.
-  void copy_att(int64_t l, int64_t T, cudaMemcpyKind kind) {
-    char* host = static_cast<char*>(host_att) + l * att_layer_bytes();
+  // The same traffic for attention layer a's output and lse (keep_att), with slots of two attention layers.
+  void copy_att(int64_t a, int64_t T, cudaMemcpyKind kind) {
+    char* host = static_cast<char*>(host_att) + a * att_layer_bytes();
     const size_t ob = size_t(T * nH * d * 2);
-    CUDA_CHECK(cudaEventRecord(att_ready[size_t(l)], nullptr));
-    CUDA_CHECK(cudaStreamWaitEvent(side, att_ready[size_t(l)]));
+    CUDA_CHECK(cudaEventRecord(att_ready[size_t(a)], nullptr));
+    CUDA_CHECK(cudaStreamWaitEvent(side, att_ready[size_t(a)]));
     const size_t lb = size_t(nH * T * 4);  // lse is (nH, T) for the batch's T
     if (kind == cudaMemcpyDeviceToHost) {
-      CUDA_CHECK(cudaMemcpyAsync(host, att_at(l), ob, kind, side));
-      CUDA_CHECK(cudaMemcpyAsync(host + ob, lse_at(l), lb, kind, side));
+      CUDA_CHECK(cudaMemcpyAsync(host, att_at(a), ob, kind, side));
+      CUDA_CHECK(cudaMemcpyAsync(host + ob, lse_at(a), lb, kind, side));
     } else {
-      CUDA_CHECK(cudaMemcpyAsync(att_at(l), host, ob, kind, side));
-      CUDA_CHECK(cudaMemcpyAsync(lse_at(l), host + ob, lb, kind, side));
+      CUDA_CHECK(cudaMemcpyAsync(att_at(a), host, ob, kind, side));
+      CUDA_CHECK(cudaMemcpyAsync(lse_at(a), host + ob, lb, kind, side));
     }
-    CUDA_CHECK(cudaEventRecord(att_ready[size_t(l)], side));
+    CUDA_CHECK(cudaEventRecord(att_ready[size_t(a)], side));
   }
-  void save_att(int64_t l, int64_t T) {
-    if (keep_att) copy_att(l, T, cudaMemcpyDeviceToHost);
+  void save_att(int64_t a, int64_t T) {
+    if (keep_att) copy_att(a, T, cudaMemcpyDeviceToHost);
   }
-  void att_slot_free(int64_t l) {
-    if (keep_att && l >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(l - 2)]));
+  void att_slot_free(int64_t a) {
+    if (keep_att && a >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(a - 2)]));
   }
 
   double forward_backward(const CudaBatch& b, float grad_scale) {
@@ -675,7 +984,7 @@ struct CudaLoraModel::Impl {
     cuda::embedding_fwd(ids.as<int32_t>(), emb.p, DType::BF16, x_at(0), DType::BF16, T, V, H, &bad);
     save_ckpt(0, T);
     for (int64_t l = 0; l < L; ++l) {
-      attn_fwd(l, T, x_at(l), false);
+      mixer_fwd(l, T, x_at(l), false);
       slot_free(l + 1);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) ffn_fwd(l, t0, std::min(ffn_T, T - t0), x_at(l + 1));
       save_ckpt(l + 1, T);
@@ -686,28 +995,31 @@ struct CudaLoraModel::Impl {
     }
 
     // Head: xf = norm(x_L) into xn; the loss's gradient w.r.t. xf lands in dres (f32), then through the norm.
-    const float eps = float(c.rms_norm_eps);
-    cuda::rmsnorm_fwd(x_at(L), out_norm.p, eps, false, xn.p, T, H, DType::BF16, DType::F32);
+    const float eps = norm_eps();
+    cuda::rmsnorm_fwd(x_at(L), out_norm.p, eps, zc(), xn.p, T, H, DType::BF16, DType::F32);
     CUDA_CHECK(cudaMemsetAsync(dres.p, 0, size_t(T * H * 4)));
     cuda::lm_head_loss(xn.p, head_w(), rows.as<int32_t>(), targets.as<int32_t>(), n, H, V, grad_scale,
                        dres.as<float>(), loss.as<float>(), head_chunk, region.p);
     cuda::cast_f32_to_bf16(dres.as<float>(), dxn.p, T * H);
     CUDA_CHECK(cudaMemsetAsync(dres.p, 0, size_t(T * H * 4)));
-    cuda::rmsnorm_bwd_residual(x_at(L), out_norm.as<float>(), dxn.p, eps, false, dres.as<float>(), dres_b.p, T, H);
+    cuda::rmsnorm_bwd_residual(x_at(L), out_norm.as<float>(), dxn.p, eps, zc(), dres.as<float>(), dres_b.p, T, H);
     // x_L and x_{L-1} are still in their slots; each layer's backward brings the one below back meanwhile.
     for (int64_t l = L - 1; l >= 0; --l) {
       if (l < L - 1) wait_ckpt(l);
       prefetch_ckpt(l - 1, T);
-      // The last two layers' attention outputs are still in their slots; layer l - 1's comes back meanwhile.
-      if (keep_att && l <= L - 3) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(l)]));
-      if (keep_att && l >= 1 && l - 1 <= L - 3) copy_att(l - 1, T, cudaMemcpyHostToDevice);
-      attn_fwd(l, T, x_at(l), true);
+      // The last two attention layers' outputs are still in their slots; the one before comes back meanwhile.
+      const int64_t a = att_index[size_t(l)];
+      if (keep_att && a >= 0) {
+        if (a <= n_att - 3) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(a)]));
+        if (a >= 1 && a - 1 <= n_att - 3) copy_att(a - 1, T, cudaMemcpyHostToDevice);
+      }
+      mixer_fwd(l, T, x_at(l), true);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) {
         const int64_t nt = std::min(ffn_T, T - t0);
         ffn_fwd(l, t0, nt, nullptr);
         ffn_bwd(l, t0, nt);
       }
-      attn_bwd(l, T, x_at(l));
+      mixer_bwd(l, T, x_at(l));
     }
     std::vector<float> losses(static_cast<size_t>(n));
     CUDA_CHECK(cudaMemcpy(losses.data(), loss.p, size_t(n) * 4, cudaMemcpyDeviceToHost));
@@ -724,46 +1036,99 @@ struct CudaLoraModel::Impl {
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[size_t(l)];
       Layer& ly = layers[size_t(l)];
-      const int64_t qn = nH * d * H, kn = nKV * d * H;
-      upload(ly.wqkv.p, lw.attn_q, DType::BF16);
-      upload(ly.wqkv.as<char>() + qn * 2, lw.attn_k, DType::BF16);
-      upload(ly.wqkv.as<char>() + (qn + kn) * 2, lw.attn_v, DType::BF16);
-      if (c.attention_bias) {
-        upload(ly.bqkv.p, lw.attn_q_bias, DType::BF16);
-        upload(ly.bqkv.as<char>() + nH * d * 2, lw.attn_k_bias, DType::BF16);
-        upload(ly.bqkv.as<char>() + Nqk * 2, lw.attn_v_bias, DType::BF16);
+      if (ly.mix == MixerKind::GatedDeltaNet) {
+        upload(ly.w_in.p, lw.ssm_qkv, DType::BF16);
+        upload(ly.w_in2.p, lw.ssm_gate, DType::BF16);
+        upload(ly.w_in2.at(Vd * H * 2), lw.ssm_beta, DType::BF16);
+        upload(ly.w_in2.at((Vd + nV) * H * 2), lw.ssm_alpha, DType::BF16);
+        upload(ly.wo.p, lw.ssm_out, DType::BF16);
+        upload(ly.conv.p, lw.ssm_conv1d, DType::F32);
+        upload(ly.a_log.p, lw.ssm_a_log, DType::F32);
+        upload(ly.dt_bias.p, lw.ssm_dt_bias, DType::F32);
+        upload(ly.gnorm.p, lw.ssm_norm, DType::F32);
+      } else {
+        const int64_t qn = nH * d * H, kn = nKV * d * H;
+        if (ly.mix == MixerKind::GatedAttention) {
+          // q_proj rows interleave [query_h | gate_h] per head: the queries go first, the gates after v.
+          const Tensor q = lw.attn_q.to(DType::BF16, Device::CPU);
+          const size_t row = size_t(H) * 2;
+          for (int64_t hh = 0; hh < nH; ++hh) {
+            const char* src = static_cast<const char*>(q.data()) + hh * 2 * d * int64_t(row);
+            CUDA_CHECK(cudaMemcpy(ly.w_in.at(hh * d * int64_t(row)), src, size_t(d) * row, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(ly.w_in.at((Nqkv + hh * d) * int64_t(row)), src + d * int64_t(row), size_t(d) * row,
+                                  cudaMemcpyHostToDevice));
+          }
+        } else {
+          upload(ly.w_in.p, lw.attn_q, DType::BF16);
+        }
+        upload(ly.w_in.at(qn * 2), lw.attn_k, DType::BF16);
+        upload(ly.w_in.at((qn + kn) * 2), lw.attn_v, DType::BF16);
+        if (c.attention_bias) {
+          upload(ly.b_in.p, lw.attn_q_bias, DType::BF16);
+          upload(ly.b_in.at(nH * d * 2), lw.attn_k_bias, DType::BF16);
+          upload(ly.b_in.at(Nqk * 2), lw.attn_v_bias, DType::BF16);
+        }
+        upload(ly.wo.p, lw.attn_output, DType::BF16);
+        if (c.qk_norm) {
+          upload(ly.q_norm.p, lw.attn_q_norm, DType::F32);
+          upload(ly.k_norm.p, lw.attn_k_norm, DType::F32);
+        }
       }
-      upload(ly.wo.p, lw.attn_output, DType::BF16);
-      upload(ly.wgu.p, lw.ffn_gate, DType::BF16);
-      upload(ly.wgu.as<char>() + I * H * 2, lw.ffn_up, DType::BF16);
-      upload(ly.wd.p, lw.ffn_down, DType::BF16);
+      if (ly.ffn == FfnKind::Moe) {
+        upload(ly.router.p, lw.ffn_gate_inp, DType::BF16);
+        // Expert e's gate rows then its up rows, as the fused SwiGLU reads them.
+        const Tensor g = lw.ffn_gate_exps.to(DType::BF16, Device::CPU), u = lw.ffn_up_exps.to(DType::BF16, Device::CPU);
+        const size_t part = size_t(Im * H * 2);
+        for (int64_t e = 0; e < E; ++e) {
+          CUDA_CHECK(cudaMemcpy(ly.exp_gu.at(e * 2 * int64_t(part)), static_cast<const char*>(g.data()) + e * part, part,
+                                cudaMemcpyHostToDevice));
+          CUDA_CHECK(cudaMemcpy(ly.exp_gu.at((e * 2 + 1) * int64_t(part)), static_cast<const char*>(u.data()) + e * part,
+                                part, cudaMemcpyHostToDevice));
+        }
+        upload(ly.exp_d.p, lw.ffn_down_exps, DType::BF16);
+        if (Ish > 0) {
+          upload(ly.sh_gu.p, lw.ffn_gate_shexp, DType::BF16);
+          upload(ly.sh_gu.at(Ish * H * 2), lw.ffn_up_shexp, DType::BF16);
+          upload(ly.sh_d.p, lw.ffn_down_shexp, DType::BF16);
+          upload(ly.sh_gate.p, lw.ffn_gate_inp_shexp, DType::BF16);
+        }
+      } else {
+        upload(ly.wgu.p, lw.ffn_gate, DType::BF16);
+        upload(ly.wgu.at(I * H * 2), lw.ffn_up, DType::BF16);
+        upload(ly.wd.p, lw.ffn_down, DType::BF16);
+      }
       upload(ly.attn_norm.p, lw.attn_norm, DType::F32);
       upload(ly.ffn_norm.p, lw.ffn_norm, DType::F32);
-      if (c.qk_norm) {
-        upload(ly.q_norm.p, lw.attn_q_norm, DType::F32);
-        upload(ly.k_norm.p, lw.attn_k_norm, DType::F32);
-      }
     }
   }
 
+  // Matrices ~ N(0, 0.02) (MoE: router, experts and the shared expert too); norms the identity (weight 1, or 0 when zero-centred); DeltaNet: A_log 0 and dt_bias 1
+  // (decays near exp(-1.3) per token), the conv taps N(0, 0.02) plus 1 on the current position, gated norm 1.
   void random_weights(uint64_t seed) {
     uint64_t k = seed * 1000003ull;
-    auto normal = [&](const DeviceBuffer& b) { cuda::fill_normal(b.p, DType::BF16, b.bytes / 2, ++k, 0.0f, 0.02f); };
-    auto ones = [&](const DeviceBuffer& b) { cuda::fill_constant(b.p, DType::F32, b.bytes / 4, 1.0f); };
+    auto normal = [&](const DeviceBuffer& b) {
+      if (b.p) cuda::fill_normal(b.p, DType::BF16, b.bytes / 2, ++k, 0.0f, 0.02f);
+    };
+    auto constant = [&](const DeviceBuffer& b, float v) {
+      if (b.p) cuda::fill_constant(b.p, DType::F32, b.bytes / 4, v);
+    };
+    const float norm_one = zc() ? 0.0f : 1.0f;
     normal(emb);
-    ones(out_norm);
-    if (!c.tie_word_embeddings) normal(head);
+    constant(out_norm, norm_one);
+    normal(head);
     for (Layer& ly : layers) {
-      normal(ly.wqkv);
-      if (ly.bqkv.p) normal(ly.bqkv);
-      normal(ly.wo);
-      normal(ly.wgu);
-      normal(ly.wd);
-      ones(ly.attn_norm);
-      ones(ly.ffn_norm);
-      if (ly.q_norm.p) {
-        ones(ly.q_norm);
-        ones(ly.k_norm);
+      for (const DeviceBuffer* b : {&ly.w_in, &ly.b_in, &ly.w_in2, &ly.wo, &ly.wgu, &ly.wd, &ly.router, &ly.exp_gu,
+                                    &ly.exp_d, &ly.sh_gu, &ly.sh_d, &ly.sh_gate})
+        normal(*b);
+      for (const DeviceBuffer* b : {&ly.attn_norm, &ly.ffn_norm, &ly.q_norm, &ly.k_norm}) constant(*b, norm_one);
+      if (ly.mix == MixerKind::GatedDeltaNet) {
+        std::vector<float> taps(static_cast<size_t>(Ncv * Kc));
+        Rng rng(++k);
+        for (int64_t i = 0; i < Ncv * Kc; ++i) taps[size_t(i)] = 0.02f * rng.normal() + (i % Kc == Kc - 1 ? 1.0f : 0.0f);
+        CUDA_CHECK(cudaMemcpy(ly.conv.p, taps.data(), taps.size() * 4, cudaMemcpyHostToDevice));
+        constant(ly.a_log, 0.0f);
+        constant(ly.dt_bias, 1.0f);
+        constant(ly.gnorm, 1.0f);
       }
     }
     CUDA_CHECK(cudaDeviceSynchronize());
@@ -779,10 +1144,23 @@ struct CudaLoraModel::Impl {
         TUNE_CHECK(w.defined() && w.A.numel() == r * sl.in && w.B.numel() == sl.out * r)
             << "CUDA LoRA layout differs from the adapter at layer " << l << " target " << lora_target_short(LoraTarget(t));
         std::memcpy(host.data() + sl.a, w.A.f32(), size_t(w.A.numel()) * 4);
-        std::memcpy(host.data() + sl.b, w.B.f32(), size_t(w.B.numel()) * 4);
+        copy_b(sl, w.B.f32(), host.data() + sl.b, true);
       }
     CUDA_CHECK(cudaMemcpy(P.p, host.data(), size_t(nparams) * 4, cudaMemcpyHostToDevice));
     cuda::cast_f32_to_bf16(P.as<float>(), Pb.p, nparams);
+  }
+
+  // B (out, r) between the adapter's row order and the device's (regrouped for split slots).
+  void copy_b(const LoraSlot& sl, const float* src, float* dst, bool to_device) const {
+    if (!sl.split) {
+      std::memcpy(dst, src, size_t(sl.out * r) * 4);
+      return;
+    }
+    for (int64_t row = 0; row < sl.out; ++row) {
+      const int64_t dev_row = split_row(sl, row);
+      const int64_t from = to_device ? row : dev_row, to = to_device ? dev_row : row;
+      std::memcpy(dst + to * r, src + from * r, size_t(r) * 4);
+    }
   }
 
   void download_adapter(LoraAdapter& a) const {
@@ -795,12 +1173,37 @@ struct CudaLoraModel::Impl {
         if (!sl.on) continue;
         LoraWeights& w = a.layers[size_t(l)][size_t(t)];
         std::memcpy(w.A.f32(), hp.data() + sl.a, size_t(w.A.numel()) * 4);
-        std::memcpy(w.B.f32(), hp.data() + sl.b, size_t(w.B.numel()) * 4);
+        copy_b(sl, hp.data() + sl.b, w.B.f32(), false);
         if (w.dA.defined()) std::memcpy(w.dA.f32(), hg.data() + sl.a, size_t(w.dA.numel()) * 4);
-        if (w.dB.defined()) std::memcpy(w.dB.f32(), hg.data() + sl.b, size_t(w.dB.numel()) * 4);
+        if (w.dB.defined()) copy_b(sl, hg.data() + sl.b, w.dB.f32(), false);
       }
   }
 };
+
+CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, int64_t max_tokens,
+                                  int64_t budget_bytes) {
+  CudaPlanOptions o;
+  o.max_tokens = max_tokens;
+  // The model's own plan, counted without allocating: everything on the device, no attention kept.
+  CudaLoraModel::Impl plan;
+  plan.dry = true;
+  plan.init_shape(c, lora, o);
+  plan.alloc_weights();
+  plan.plan_lora();
+  plan.alloc_activations();
+  if (budget_bytes <= 0) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) budget_bytes = int64_t(free_b);
+  }
+  // 5% and 1 GiB for allocator slack, cuBLAS and the CUDA context.
+  o.offload = budget_bytes > 0 && plan.mem.total() > budget_bytes * 95 / 100 - (int64_t(1) << 30);
+  // Keeping the attention outputs costs pinned host memory and bus traffic (both directions once per step): only
+  // when it is a modest share of the host's memory and the bus is not busy with checkpoints.
+  const int64_t att_bytes = plan.n_att * plan.att_layer_bytes();
+  const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
+  o.keep_attention = !o.offload && att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
+  return o;
+}
 
 CudaLoraModel::CudaLoraModel(const Model& model, const LoraAdapter& adapter, const CudaPlanOptions& plan)
     : impl_(std::make_unique<Impl>()) {
@@ -851,6 +1254,12 @@ const CudaMemoryReport& CudaLoraModel::memory() const { return impl_->mem; }
 #else  // !TUNE_CUDA
 
 struct CudaLoraModel::Impl {};
+
+CudaPlanOptions cuda_plan_options(const ModelConfig&, const LoraConfig&, int64_t max_tokens, int64_t) {
+  CudaPlanOptions o;
+  o.max_tokens = max_tokens;
+  return o;
+}
 
 namespace {
 [[noreturn]] void no_cuda() {
