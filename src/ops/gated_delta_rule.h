@@ -49,15 +49,17 @@ void gated_delta_rule_chunked_fwd(const R* q, const R* k, const R* v, const R* g
                                   int64_t chunk);
 }  // namespace cpu
 
-// CUDA kernels (defined when built with TUNE_CUDA), the chunked form above with chunks of 64: per chunk the
-// matrices of the UT transform in blocked fp32 math, and across chunks the (dk, dv) state of each head in fp32.
+// CUDA kernels (defined when built with TUNE_CUDA), the chunked form above with chunks of 64 on the tensor cores
+// (bf16 products with fp32 accumulation; fp32 intermediates enter products as two bf16 halves, W in bf16), the
+// (I + A)^-1 solve and the (dk, dv) state of each head in fp32; cuda/gated_delta_rule.cu says which pass does what.
 // Device pointers; q, k, v, o, d_o, dq, dk, dv are bf16, contiguous (T, nV, d); g, beta, dg, dbeta are f32 (T, nV).
-// Head dims dk, dv in {16, 32, 64, 128}. dq, dk, dv, dg, dbeta are overwritten. `stream` is a cudaStream_t (null:
-// the default stream).
-// Workspace (f32, 16-byte aligned), the forward's part first:
-//   W (T, nV, dk) and u (T, nV, dv) of every chunk, the state at each chunk's start (chunks, nV, dk, dv);
-//   the backward adds du (T, nV, dv) and the state's gradient at each chunk's end (chunks, nV, dk, dv).
-// The backward recomputes the forward's part itself, so the two calls share nothing but the buffer.
+// Head dims dk, dv in {64, 128}. dq, dk, dv, dg, dbeta are overwritten. `stream` is a cudaStream_t (null: the
+// default stream).
+// Workspace (gated_delta_rule_workspace_bytes): per chunk and head, the forward keeps W, U0, the gates, u and
+// the state at the chunk's start (fp32 values as two bf16 planes); the backward adds Tm, dU0, du, the state's
+// gradient at the chunk's end, dR and the chunk-local parts of dq, dk, dbeta and dg. At T = 8192, nV = 16,
+// dk = dv = 128 that is 289 MiB for the forward and 770 MiB for the backward. The backward recomputes the
+// forward's part itself, so the two calls share nothing but the buffer.
 namespace cuda {
 bool gated_delta_rule_supported(int64_t dk, int64_t dv);
 size_t gated_delta_rule_workspace_bytes(int64_t T, int64_t nV, int64_t dk, int64_t dv, bool backward);

@@ -1,7 +1,8 @@
 // gated_delta_rule on CUDA (the chunked kernels) against the CPU recurrence in double on bf16-rounded inputs:
 // one document, packed documents with starts inside chunks, lengths that 64 does not divide, nV 1..4, head dims
-// 16..128; outputs o and gradients dq, dk, dv, dg, dbeta. Tolerance: relative L2 error <= 1e-2 per output
-// (bf16 storage of o/dq/dk/dv rounds each element by up to 2^-9; the fp32 chunk products and state add less).
+// 64 and 128, fast and slow decay; outputs o and gradients dq, dk, dv, dg, dbeta. Tolerance: relative L2 error
+// <= 1e-2 per output (bf16 storage of o/dq/dk/dv rounds each element by up to 2^-9; the chunk products, whose
+// fp32 operands enter as two bf16 halves, and the fp32 state add less).
 #include <cmath>
 #include <cstdio>
 #include <tuple>
@@ -26,9 +27,10 @@ double rel_l2(const Tensor& got, const std::vector<double>& ref) {
 struct Case {
   int64_t T, nV, dk, dv;
   std::vector<int64_t> starts;  // document starts (empty: no doc_start)
+  double decay = 0.7;           // g = -decay softplus(x): 0.7 forgets within a chunk, 0.002 carries across chunks
 };
 
-// q, k L2-normalized (q also scaled by dk^-0.5), g = -0.7 softplus(x) <= 0, beta = sigmoid(x): the model's ranges.
+// q, k L2-normalized (q also scaled by dk^-0.5), g = -decay softplus(x) <= 0, beta = sigmoid(x): the model's ranges.
 void run_case(const Case& cs, uint64_t seed) {
   const int64_t T = cs.T, nV = cs.nV, dk = cs.dk, dv = cs.dv;
   Tensor q = test::randn({T, nV, dk}, seed), k = test::randn({T, nV, dk}, seed + 1);
@@ -43,7 +45,7 @@ void run_case(const Case& cs, uint64_t seed) {
       for (int64_t i = 0; i < dk; ++i) x[i] = float(x[i] * s);
     }
   for (int64_t i = 0; i < T * nV; ++i) {
-    g.f32()[i] = float(-0.7 * std::log1p(std::exp(double(g.f32()[i]))));
+    g.f32()[i] = float(-cs.decay * std::log1p(std::exp(double(g.f32()[i]))));
     beta.f32()[i] = float(1.0 / (1.0 + std::exp(-double(beta.f32()[i]))));
   }
   q = test::rounded(q, DType::BF16), k = test::rounded(k, DType::BF16), v = test::rounded(v, DType::BF16);
@@ -95,12 +97,13 @@ void run_case(const Case& cs, uint64_t seed) {
 TEST(GatedDeltaRuleCuda, MatchesRecurrence) {
   TUNE_REQUIRE_CUDA();
   const Case cases[] = {
-      {64, 1, 16, 16, {}},                         // one full chunk, one document
-      {130, 3, 64, 32, {}},                        // partial last chunk
-      {200, 2, 32, 64, {0, 5, 64, 70, 150, 151}},  // starts inside chunks, at a chunk start, 1-token document
+      {64, 1, 64, 64, {}},                          // one full chunk, one document
+      {130, 3, 64, 128, {}},                        // partial last chunk
+      {200, 2, 128, 64, {0, 5, 64, 70, 150, 151}},  // starts inside chunks, at a chunk start, 1-token document
       {333, 4, 128, 128, {0, 100, 101, 290}},
       {1000, 2, 128, 128, {0, 77, 500, 512, 999}},
       {1000, 1, 128, 128, {}},
+      {1000, 2, 128, 128, {0, 600}, 0.002},  // slow decay: the state carries across many chunks
   };
   uint64_t seed = 100;
   for (const Case& cs : cases) {
@@ -112,6 +115,7 @@ TEST(GatedDeltaRuleCuda, MatchesRecurrence) {
 TEST(GatedDeltaRuleCuda, UnsupportedHeadDimIsAnError) {
   TUNE_REQUIRE_CUDA();
   EXPECT_FALSE(cuda::gated_delta_rule_supported(96, 128));
+  EXPECT_FALSE(cuda::gated_delta_rule_supported(128, 32));
   EXPECT_THROW(cuda::gated_delta_rule_fwd(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4,
                                           1, 96, 128, nullptr),
                std::exception);
