@@ -177,6 +177,24 @@ struct Layer {
   LoraGroup in, in2, out, gu, down;  // in2: DeltaNet's z, b, a
 };
 
+// Mixer outputs kept in pinned host memory from the forward to the backward, which then skips recomputing them:
+// attention layers' output and lse, DeltaNet layers' recurrence output. Layer i of a kind (its index among the
+// layers of that kind) uses device slot i % 2; a side stream copies it out after the forward wrote it and brings
+// it back before the backward needs it. Each part is T rows of `row` bytes, slots `slot` bytes apart.
+struct Kept {
+  struct Part {
+    char* dev = nullptr;
+    int64_t slot = 0, row = 0;
+  };
+  bool on = false;
+  int64_t n = 0;            // layers of this kind
+  int64_t layer_bytes = 0;  // host bytes per layer: all parts at the planned T
+  std::vector<Part> parts;
+  char* host = nullptr;
+  std::vector<cudaEvent_t> ready;  // per layer: its last copy (out or in) is done
+  char* at(size_t part, int64_t i) const { return parts[part].dev + (on ? i % 2 : 0) * parts[part].slot; }
+};
+
 }  // namespace
 
 struct CudaLoraModel::Impl {
@@ -192,7 +210,6 @@ struct CudaLoraModel::Impl {
   bool has_moe = false;
   int64_t max_in = 0;          // widest mixer input product (the qkv buffer's row)
   std::vector<int64_t> att_index;  // per layer: its index among the attention layers (-1 for DeltaNet)
-  int64_t n_att = 0;
   float s = 0;
   bool flash = false;
   int64_t head_chunk = 256;
@@ -215,12 +232,10 @@ struct CudaLoraModel::Impl {
   void* host_ckpt = nullptr;
   cudaStream_t side = nullptr;
   std::vector<cudaEvent_t> ready;  // per checkpoint: its copy (out or in) is done / its slot may be reused
-  // With keep_att, each attention layer's output and lse also go to pinned host memory during the forward and
-  // come back for the backward, which then skips the attention forward; `att` and `lse` hold two slots, taken by
-  // attention layers in turn (att_index).
-  bool keep_att = false;
-  void* host_att = nullptr;
-  std::vector<cudaEvent_t> att_ready;  // per attention layer
+  // Kept mixer outputs (plan option keep_attention): attention layers' att and lse, DeltaNet layers' go; with
+  // them, `att`, `lse` and `go` hold two slots each.
+  Kept k_att, k_go;
+  std::vector<int64_t> gdn_index;  // per layer: its index among the DeltaNet layers (-1 for attention)
   // Per-layer activations (recomputed in the backward) and gradients. The FFN is token-wise, so it runs in chunks
   // of `ffn_T` tokens (xn2, u_gu, u_d, gu, h, dh are chunk-sized): long sequences need no full-length FFN buffers.
   // ybuf: the out-projection's input when it is not att (gated attention, DeltaNet).
@@ -254,10 +269,10 @@ struct CudaLoraModel::Impl {
   // The device copy of checkpoint l (a slot of two with offload).
   void* x_at(int64_t l) const { return ckpt.at((offload ? l % 2 : l) * max_T * H * 2); }
   char* host_at(int64_t l) const { return static_cast<char*>(host_ckpt) + l * max_T * H * 2; }
-  // Attention layer a's output (T, nH d) and lse (nH, T): the one buffer, or slot a % 2 with keep_att.
-  int64_t att_layer_bytes() const { return max_T * nH * d * 2 + nH * max_T * 4; }
-  void* att_at(int64_t a) const { return att.at((keep_att ? a % 2 : 0) * max_T * nH * d * 2); }
-  float* lse_at(int64_t a) const { return lse.as<float>() + (keep_att ? a % 2 : 0) * nH * max_T; }
+  // Attention layer a's output (T, nH d) and lse (nH, T); DeltaNet layer g's recurrence output (T, Vd).
+  void* att_at(int64_t a) const { return k_att.at(0, a); }
+  float* lse_at(int64_t a) const { return reinterpret_cast<float*>(k_att.at(1, a)); }
+  void* go_at(int64_t g) const { return k_go.at(0, g); }
   const void* head_w() const { return c.tie_word_embeddings ? emb.p : head.p; }
   const uint16_t* Ab(int64_t off) const { return Pb.as<uint16_t>() + off; }
   float norm_eps() const { return float(c.rms_norm_eps); }
@@ -267,8 +282,10 @@ struct CudaLoraModel::Impl {
     for (cudaEvent_t e : ready) cudaEventDestroy(e);
     if (side) cudaStreamDestroy(side);
     if (host_ckpt) cudaFreeHost(host_ckpt);
-    for (cudaEvent_t e : att_ready) cudaEventDestroy(e);
-    if (host_att) cudaFreeHost(host_att);
+    for (const Kept* k : {&k_att, &k_go}) {
+      for (cudaEvent_t e : k->ready) cudaEventDestroy(e);
+      if (k->host) cudaFreeHost(k->host);
+    }
   }
 
   DeviceBuffer dev(int64_t bytes) const { return DeviceBuffer(bytes, dry); }
@@ -309,15 +326,19 @@ struct CudaLoraModel::Impl {
       Ish = c.shared_expert_intermediate_size;
     }
     att_index.assign(size_t(c.num_layers), -1);
-    for (int64_t l = 0; l < c.num_layers; ++l)
-      if (c.layers[size_t(l)].mixer != MixerKind::GatedDeltaNet) att_index[size_t(l)] = n_att++;
+    gdn_index.assign(size_t(c.num_layers), -1);
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      if (c.layers[size_t(l)].mixer == MixerKind::GatedDeltaNet) gdn_index[size_t(l)] = k_go.n++;
+      else att_index[size_t(l)] = k_att.n++;
+    }
     max_in = std::max(has_gated ? Nqkv + nH * d : Nqkv, Ncv);
     r = lora.rank;
     s = float(lora.scale());
     flash = cuda::flash_attention_supported(d);
     ffn_T = std::min(max_T, o.ffn_chunk > 0 ? o.ffn_chunk : int64_t(16384));
     offload = o.offload;
-    keep_att = o.keep_attention && flash && n_att > 0;  // the reference attention keeps no lse: it recomputes
+    k_att.on = o.keep_attention && flash && k_att.n > 0;  // the reference attention keeps no lse: it recomputes
+    k_go.on = o.keep_attention && k_go.n > 0;
   }
 
   void alloc_weights() {
@@ -463,19 +484,10 @@ struct CudaLoraModel::Impl {
     xn = bf(T * H);
     qkv = bf(T * max_in);
     qk = bf(T * Nqk);
-    const int64_t att_slots = keep_att ? 2 : 1;
-    att = bf(att_slots * T * nH * d);
-    lse = f32(att_slots * nH * T);
+    att = bf((k_att.on ? 2 : 1) * T * nH * d);
+    lse = f32((k_att.on ? 2 : 1) * nH * T);
+    k_att.parts = {{att.at(0), T * nH * d * 2, nH * d * 2}, {lse.at(0), nH * T * 4, nH * 4}};
     ybuf = bf(T * std::max(has_gated ? nH * d : 0, Vd));
-    if (keep_att) {
-      mem.host_checkpoints += n_att * att_layer_bytes();
-      if (!dry) {
-        CUDA_CHECK(cudaHostAlloc(&host_att, size_t(n_att * att_layer_bytes()), cudaHostAllocDefault));
-        att_ready.resize(size_t(n_att));
-        for (cudaEvent_t& e : att_ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-      }
-    }
-    if ((offload || keep_att) && !dry) CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
     xmid = bf(T * H);
     xn2 = bf(C * H);
     u_in = bf(T * 3 * r);
@@ -493,7 +505,8 @@ struct CudaLoraModel::Impl {
       gq = bf(T * nV * dk);
       gk = bf(T * nV * dk);
       gv = bf(T * Vd);
-      go = bf(T * Vd);
+      go = bf((k_go.on ? 2 : 1) * T * Vd);
+      k_go.parts = {{go.at(0), T * Vd * 2, Vd * 2}};
       beta = f32(T * nV);
       gdec = f32(T * nV);
       dbeta = f32(T * nV);
@@ -501,6 +514,19 @@ struct CudaLoraModel::Impl {
       gdr_ws = dev(int64_t(cuda::gated_delta_rule_workspace_bytes(T, nV, dk, dv, true)));
       mem.workspace += gdr_ws.bytes;
     }
+    for (Kept* k : {&k_att, &k_go}) {
+      if (!k->on) continue;
+      k->layer_bytes = 0;
+      for (const Kept::Part& pt : k->parts) k->layer_bytes += T * pt.row;
+      mem.host_checkpoints += k->n * k->layer_bytes;
+      if (dry) continue;
+      CUDA_CHECK(
+          cudaHostAlloc(reinterpret_cast<void**>(&k->host), size_t(k->n * k->layer_bytes), cudaHostAllocDefault));
+      k->ready.resize(size_t(k->n));
+      for (cudaEvent_t& e : k->ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    if ((offload || k_att.on || k_go.on) && !dry)
+      CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
     if (has_moe) {
       const int64_t S = C * kx;
       m_logits = f32(C * E);
@@ -708,23 +734,23 @@ struct CudaLoraModel::Impl {
     const Layer& ly = layers[size_t(l)];
     cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, norm_eps(), zc(), xn.p, T, H, DType::BF16, DType::F32);
     if (ly.mix == MixerKind::GatedDeltaNet) {
-      gdn_fwd(ly, T, x_in);
+      gdn_fwd(ly, gdn_index[size_t(l)], T, x_in, recompute);
     } else {
       attn_fwd(ly, att_index[size_t(l)], T, x_in, recompute);
     }
   }
 
   // Attention half of attention layer a: qkv, qk, att, lse [, ybuf] and xmid. In the backward's recompute with
-  // keep_att, att and lse are already back from the host and the attention itself is skipped.
+  // kept outputs, att and lse are already back from the host and the attention itself is skipped.
   void attn_fwd(const Layer& ly, int64_t a, int64_t T, const void* x_in, bool recompute) {
     const int64_t ld = ly.ld_in;
     mm(T, ld, H, xn.p, H, ly.w_in.p, qkv.p, ld, 0.0f, nullptr, ly.b_in.p);
     lora_fwd(ly, ly.in, T, xn.p, H, u_in.p, qkv.p, ld);
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, ld, qk.p, Nqk);
-    if (!(recompute && keep_att)) {
-      if (!recompute) att_slot_free(a);
+    if (!(recompute && k_att.on)) {
+      if (!recompute) kept_slot_free(k_att, a);
       attention_fwd(a, T, ld);
-      if (!recompute) save_att(a, T);
+      if (!recompute) kept_save(k_att, a, T);
     }
     const void* y = att_at(a);
     if (ly.mix == MixerKind::GatedAttention) {
@@ -735,8 +761,10 @@ struct CudaLoraModel::Impl {
     lora_fwd(ly, ly.out, T, y, nH * d, u_o.p, xmid.p, H);
   }
 
-  // Gated DeltaNet half of a layer: proj (in qkv), zba, convo, gq/gk/gv, beta, gdec, go, ybuf and xmid.
-  void gdn_fwd(const Layer& ly, int64_t T, const void* x_in) {
+  // Gated DeltaNet half of DeltaNet layer g: proj (in qkv), zba, convo, gq/gk/gv, beta, gdec, go, ybuf and xmid.
+  // In the backward's recompute with kept outputs, go is back from the host and the recurrence is skipped (its
+  // backward recomputes the chunk states itself).
+  void gdn_fwd(const Layer& ly, int64_t g, int64_t T, const void* x_in, bool recompute) {
     mm(T, Ncv, H, xn.p, H, ly.w_in.p, qkv.p, Ncv);
     lora_fwd(ly, ly.in, T, xn.p, H, u_in.p, qkv.p, Ncv);
     mm(T, Nzba, H, xn.p, H, ly.w_in2.p, zba.p, Nzba);
@@ -745,9 +773,13 @@ struct CudaLoraModel::Impl {
     cuda::gdn_qkv_fwd(convo.p, Ncv, gq.p, gk.p, gv.p, T, nK, nV, dk, dv);
     cuda::gdn_gates_fwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), beta.as<float>(),
                         gdec.as<float>(), T, nV);
-    cuda::gated_delta_rule_fwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(), go.p,
-                               gdr_ws.p, T, nV, dk, dv, nullptr);
-    cuda::gated_rmsnorm_fwd(go.p, zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), ybuf.p, T, nV, dv);
+    if (!(recompute && k_go.on)) {
+      if (!recompute) kept_slot_free(k_go, g);
+      cuda::gated_delta_rule_fwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(),
+                                 go_at(g), gdr_ws.p, T, nV, dk, dv, nullptr);
+      if (!recompute) kept_save(k_go, g, T);
+    }
+    cuda::gated_rmsnorm_fwd(go_at(g), zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), ybuf.p, T, nV, dv);
     mm(T, H, Vd, ybuf.p, Vd, ly.wo.p, xmid.p, H, 1.0f, x_in);
     lora_fwd(ly, ly.out, T, ybuf.p, Vd, u_o.p, xmid.p, H);
   }
@@ -853,7 +885,7 @@ struct CudaLoraModel::Impl {
   void mixer_bwd(int64_t l, int64_t T, const void* x_in) {
     const Layer& ly = layers[size_t(l)];
     if (ly.mix == MixerKind::GatedDeltaNet) {
-      gdn_bwd(ly, T);
+      gdn_bwd(ly, gdn_index[size_t(l)], T);
     } else {
       attn_bwd(ly, att_index[size_t(l)], T);
     }
@@ -880,14 +912,14 @@ struct CudaLoraModel::Impl {
   }
 
   // Gated DeltaNet backward: dres_b -> dxn.
-  void gdn_bwd(const Layer& ly, int64_t T) {
+  void gdn_bwd(const Layer& ly, int64_t g, int64_t T) {
     char *dzba = region.at(0), *dY = region.at(off_gy), *dGO = region.at(off_ggo), *dq = region.at(off_gq),
          *dk_p = region.at(off_gk), *dv_p = region.at(off_gv), *dconv = region.at(off_gconv);
     char* dproj = dY;  // dY .. dv are spent once conv1d's backward runs
     lora_bwd(ly, ly.out, T, dres_b.p, H, ybuf.p, Vd, u_o.p);
     mm_t(T, H, Vd, dres_b.p, H, ly.wo.p, dY, Vd);
     lora_dx(ly.out, T, dY, Vd);
-    cuda::gated_rmsnorm_bwd(go.p, zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), dY, dGO, dzba, T, nV, dv);
+    cuda::gated_rmsnorm_bwd(go_at(g), zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), dY, dGO, dzba, T, nV, dv);
     cuda::gated_delta_rule_bwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(), dGO, dq,
                                dk_p, dv_p, dgdec.as<float>(), dbeta.as<float>(), gdr_ws.p, T, nV, dk, dv, nullptr);
     cuda::gdn_gates_bwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), dbeta.as<float>(),
@@ -927,27 +959,32 @@ struct CudaLoraModel::Impl {
     if (offload) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l)]));
   }
 
-  // The same traffic for attention layer a's output and lse (keep_att), with slots of two attention layers.
-  void copy_att(int64_t a, int64_t T, cudaMemcpyKind kind) {
-    char* host = static_cast<char*>(host_att) + a * att_layer_bytes();
-    const size_t ob = size_t(T * nH * d * 2);
-    CUDA_CHECK(cudaEventRecord(att_ready[size_t(a)], nullptr));
-    CUDA_CHECK(cudaStreamWaitEvent(side, att_ready[size_t(a)]));
-    const size_t lb = size_t(nH * T * 4);  // lse is (nH, T) for the batch's T
-    if (kind == cudaMemcpyDeviceToHost) {
-      CUDA_CHECK(cudaMemcpyAsync(host, att_at(a), ob, kind, side));
-      CUDA_CHECK(cudaMemcpyAsync(host + ob, lse_at(a), lb, kind, side));
-    } else {
-      CUDA_CHECK(cudaMemcpyAsync(att_at(a), host, ob, kind, side));
-      CUDA_CHECK(cudaMemcpyAsync(lse_at(a), host + ob, lb, kind, side));
+  // The same traffic for kept mixer outputs (layer i of k's kind), once the main stream got this far.
+  void kept_copy(Kept& k, int64_t i, int64_t T, cudaMemcpyKind kind) {
+    CUDA_CHECK(cudaEventRecord(k.ready[size_t(i)], nullptr));
+    CUDA_CHECK(cudaStreamWaitEvent(side, k.ready[size_t(i)]));
+    char* host = k.host + i * k.layer_bytes;
+    for (size_t p = 0; p < k.parts.size(); ++p) {
+      const size_t bytes = size_t(T * k.parts[p].row);  // the batch's T rows: lse is (nH, T) for it too
+      char* dev = k.at(p, i);
+      CUDA_CHECK(cudaMemcpyAsync(kind == cudaMemcpyDeviceToHost ? host : dev,
+                                 kind == cudaMemcpyDeviceToHost ? dev : host, bytes, kind, side));
+      host += bytes;
     }
-    CUDA_CHECK(cudaEventRecord(att_ready[size_t(a)], side));
+    CUDA_CHECK(cudaEventRecord(k.ready[size_t(i)], side));
   }
-  void save_att(int64_t a, int64_t T) {
-    if (keep_att) copy_att(a, T, cudaMemcpyDeviceToHost);
+  // Forward: before overwriting slot i % 2, the copy-out of i - 2 is done; after writing it, copy it out.
+  void kept_slot_free(const Kept& k, int64_t i) {
+    if (k.on && i >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, k.ready[size_t(i - 2)]));
   }
-  void att_slot_free(int64_t a) {
-    if (keep_att && a >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(a - 2)]));
+  void kept_save(Kept& k, int64_t i, int64_t T) {
+    if (k.on) kept_copy(k, i, T, cudaMemcpyDeviceToHost);
+  }
+  // Backward of layer i: the last two are still in their slots; i's copy-in is done, i - 1's starts.
+  void kept_fetch(Kept& k, int64_t i, int64_t T) {
+    if (!k.on || i < 0) return;
+    if (i <= k.n - 3) CUDA_CHECK(cudaStreamWaitEvent(nullptr, k.ready[size_t(i)]));
+    if (i >= 1 && i - 1 <= k.n - 3) kept_copy(k, i - 1, T, cudaMemcpyHostToDevice);
   }
 
   double forward_backward(const CudaBatch& b, float grad_scale) {
@@ -1007,12 +1044,8 @@ struct CudaLoraModel::Impl {
     for (int64_t l = L - 1; l >= 0; --l) {
       if (l < L - 1) wait_ckpt(l);
       prefetch_ckpt(l - 1, T);
-      // The last two attention layers' outputs are still in their slots; the one before comes back meanwhile.
-      const int64_t a = att_index[size_t(l)];
-      if (keep_att && a >= 0) {
-        if (a <= n_att - 3) CUDA_CHECK(cudaStreamWaitEvent(nullptr, att_ready[size_t(a)]));
-        if (a >= 1 && a - 1 <= n_att - 3) copy_att(a - 1, T, cudaMemcpyHostToDevice);
-      }
+      kept_fetch(k_att, att_index[size_t(l)], T);
+      kept_fetch(k_go, gdn_index[size_t(l)], T);
       mixer_fwd(l, T, x_at(l), true);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) {
         const int64_t nt = std::min(ffn_T, T - t0);
@@ -1197,11 +1230,12 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   }
   // 5% and 1 GiB for allocator slack, cuBLAS and the CUDA context.
   o.offload = budget_bytes > 0 && plan.mem.total() > budget_bytes * 95 / 100 - (int64_t(1) << 30);
-  // Keeping the attention outputs costs pinned host memory and bus traffic (both directions once per step): only
-  // when it is a modest share of the host's memory and the bus is not busy with checkpoints.
-  const int64_t att_bytes = plan.n_att * plan.att_layer_bytes();
+  // Keeping the mixer outputs costs pinned host memory, bus traffic (both directions once per step, beside any
+  // offloaded checkpoints) and a second device slot per kind: only when it is a modest share of the host's memory.
+  const int64_t att_bytes =
+      plan.max_T * (plan.k_att.n * plan.nH * (plan.d * 2 + 4) + plan.k_go.n * plan.Vd * 2);
   const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
-  o.keep_attention = !o.offload && att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
+  o.keep_attention = att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
   return o;
 }
 

@@ -40,8 +40,8 @@ struct CudaPlanOptions {
   int64_t max_tokens = 0;  // tokens of the largest micro-batch
   int64_t ffn_chunk = 0;   // tokens per FFN chunk (0: min(max_tokens, 16384))
   bool offload = false;    // checkpoints in pinned host memory (long sequences)
-  // Each layer's attention output and lse kept (in pinned host memory) so the backward skips the attention
-  // forward: one recompute less per layer for (T nH d 2 + nH T 4) host bytes per layer.
+  // Each layer's mixer output kept (in pinned host memory) so the backward skips recomputing it: attention layers'
+  // output and lse (T nH d 2 + nH T 4 host bytes), DeltaNet layers' recurrence output (T nV dv 2 bytes).
   bool keep_attention = false;
 };
 

@@ -313,6 +313,19 @@ TEST(ForwardCuda, MoeModelsMatchCpu) {
           {.ffn_chunk = 64, .grad_tol = kDeltaNetGradTol});
 }
 
+// The Qwen3.5 goldens (transformers models) whose DeltaNet heads the CUDA kernels take, dense and MoE.
+TEST(ForwardCuda, Qwen35GoldenModelsMatchCpu) {
+  TUNE_REQUIRE_CUDA();
+  int ran = 0;
+  for (const fs::path& d : goldens({"qwen3_5", "qwen3_5_moe"})) {
+    Model m = model_load(d.string());
+    if (!cuda_training_supported(m.config, LoraConfig{}, nullptr)) continue;
+    compare(m, d.filename().string(), {{70, 9, 50}, {60}}, 8, {.grad_tol = kDeltaNetGradTol});
+    ++ran;
+  }
+  EXPECT_GE(ran, 2);
+}
+
 TEST(ForwardCuda, Qwen35GoldenDeltaNetHeadsAreRefused) {
   TUNE_REQUIRE_CUDA();
   Model m = model_load((fs::path(TUNE_TEST_DATA_DIR) / "golden" / "qwen3_5_dense_nv4nk2_T75_untied").string());

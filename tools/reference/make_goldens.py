@@ -129,6 +129,16 @@ SPECS = [
          moe=dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
                   shared_expert_intermediate_size=24),
          other_layout="qwen3_5moe_e4_top2_nv2nk1_T67_{}"),
+    # DeltaNet heads of 64, which the CUDA kernels take (tests/model/test_forward_cuda.cpp runs these on the GPU);
+    # 150 positions: two whole chunks of 64 and a partial one. The MoE one selects every expert (no top-k ties
+    # between the fp32 CPU and the bf16 GPU).
+    _q35("qwen3_5_dense_dk64_T150_tied", "qwen3_5", T=150, V=160, H=64, L=4,
+         layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"], nH=2, nKV=1,
+         hd=64, prf=0.25, mrope=[4, 2, 2], nK=1, nV=2, dk=64, dv=64, tied=True, theta=1e7, I=96),
+    _q35("qwen3_5moe_e4_top4_dk64_T100", "qwen3_5_moe", T=100, V=160, H=64, L=2,
+         layer_types=["linear_attention", "full_attention"], nH=2, nKV=1, hd=64, prf=0.25, mrope=[4, 2, 2], nK=1,
+         nV=2, dk=64, dv=64, tied=False, theta=1e7,
+         moe=dict(num_experts=4, num_experts_per_tok=4, moe_intermediate_size=32, shared_expert_intermediate_size=48)),
 ]
 
 HF_CLASSES = {  # arch -> (config class, model class)
@@ -330,7 +340,8 @@ def routing_gaps(model, ids, top_k):
                 W = m.weight.detach().double()
                 x = inp[0].detach().double().reshape(-1, W.shape[1])
                 p = torch.softmax(x @ W.T, dim=-1).sort(dim=-1, descending=True).values
-                gaps.append((name, float((p[:, top_k - 1] - p[:, top_k]).min())))
+                if top_k < p.shape[1]:  # with every expert selected nothing can tie
+                    gaps.append((name, float((p[:, top_k - 1] - p[:, top_k]).min())))
             handles.append(mod.register_forward_hook(hook))
     try:
         forward_logits(model, ids)
