@@ -212,8 +212,10 @@ TrainOptions gpu_options(const std::string& out, Device dev) {
   return o;
 }
 
+// As tune train sets it up: the seven projections, plus in_proj_qkv, in_proj_z and out_proj on Qwen3.5.
 LoraAdapter fresh_adapter(const ModelConfig& c) {
   LoraConfig lc;
+  if (c.has_mixer(MixerKind::GatedDeltaNet)) lc.targets = lora_targets_parse("q,k,v,o,gate,up,down,qkv,z,out");
   lc.rank = 8;
   lc.alpha = 16;
   return LoraAdapter::init(c, lc, 1);
@@ -367,26 +369,29 @@ TEST(ForwardCuda, RejectsIdsOutsideTheVocabulary) {
 // and the curves stay together; the saved adapters and optimizer states then resume on the other device.
 TEST(ForwardCuda, TrainingFollowsCpu) {
   TUNE_REQUIRE_CUDA();
-  test::TempDir tmp;
-  Model m = model_load((fs::path(TUNE_TEST_DATA_DIR) / "golden" / "qwen3_gqa4_hd24_untied").string());
-  round_to_bf16(m);
-  const Dataset data = packed_data(m.config);
-  std::vector<std::vector<double>> losses;
-  for (Device dev : {Device::CPU, Device::CUDA}) {
-    LoraAdapter a = fresh_adapter(m.config);
-    const TrainOptions o = gpu_options(tmp / (dev == Device::CPU ? "cpu" : "cuda"), dev);
-    ASSERT_EQ(train_run(m, a, data, o), 30);
-    losses.push_back(logged_losses(o.out));
+  // A Qwen3 golden, and a Qwen3.5 one (DeltaNet and gated attention, LoRA on the DeltaNet projections too).
+  for (const char* name : {"qwen3_gqa4_hd24_untied", "qwen3_5_dense_dk64_T150_tied"}) {
+    test::TempDir tmp;
+    Model m = model_load((fs::path(TUNE_TEST_DATA_DIR) / "golden" / name).string());
+    round_to_bf16(m);
+    const Dataset data = packed_data(m.config);
+    std::vector<std::vector<double>> losses;
+    for (Device dev : {Device::CPU, Device::CUDA}) {
+      LoraAdapter a = fresh_adapter(m.config);
+      const TrainOptions o = gpu_options(tmp / (dev == Device::CPU ? "cpu" : "cuda"), dev);
+      ASSERT_EQ(train_run(m, a, data, o), 30);
+      losses.push_back(logged_losses(o.out));
+    }
+    ASSERT_EQ(losses[0].size(), 30u);
+    ASSERT_EQ(losses[1].size(), 30u);
+    EXPECT_NEAR(losses[1][0], losses[0][0], 1e-2 * losses[0][0]) << name;
+    double worst = 0;
+    for (size_t i = 0; i < 30; ++i) worst = std::max(worst, std::fabs(losses[1][i] - losses[0][i]) / losses[0][i]);
+    std::printf("[cuda] training %s: loss %.4f -> %.4f (cpu) vs %.4f -> %.4f (gpu), worst step difference %.3g\n",
+                name, losses[0][0], losses[0][29], losses[1][0], losses[1][29], worst);
+    EXPECT_LE(worst, 5e-2) << name;
+    EXPECT_LT(losses[1][29], losses[1][0] * 0.9) << name << ": the GPU run must learn";
   }
-  ASSERT_EQ(losses[0].size(), 30u);
-  ASSERT_EQ(losses[1].size(), 30u);
-  EXPECT_NEAR(losses[1][0], losses[0][0], 1e-2 * losses[0][0]);
-  double worst = 0;
-  for (size_t i = 0; i < 30; ++i) worst = std::max(worst, std::fabs(losses[1][i] - losses[0][i]) / losses[0][i]);
-  std::printf("[cuda] training: loss %.4f -> %.4f (cpu) vs %.4f -> %.4f (gpu), worst step difference %.3g\n",
-              losses[0][0], losses[0][29], losses[1][0], losses[1][29], worst);
-  EXPECT_LE(worst, 5e-2);
-  EXPECT_LT(losses[1][29], losses[1][0] * 0.9) << "the GPU run must learn";
 }
 
 // A GPU run stopped after 12 steps and resumed from its checkpoint ends where the straight run ends: the adapter
