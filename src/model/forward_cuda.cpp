@@ -13,7 +13,8 @@
 //   -> x' = xmid + h Wd^T [+ LoRA down]
 // MoE FFN (E experts of width Im, top k): logits = xn2 Wr^T (T, E) -> route (T, k) -> slots sorted by expert,
 //   xs = gathered rows (T k, H) -> per expert gus = xs We_gu^T (2Im), hs = silu(g) u, ys = hs We_d^T (T k, H)
-//   -> x' = xmid + sum_j w_j ys_j [+ sigmoid(xn2 . w_sh) shared(xn2)] (frozen experts: no LoRA on them yet)
+//   -> x' = xmid + sum_j w_j ys_j [+ sigmoid(xn2 . w_sh) shared(xn2)] (LoRA on the shared expert; the routed
+//   experts are frozen)
 // LoRA on a target with input a: u = a A^T (T, r), y += s u B^T. The targets sharing an input (q, k, v; gate, up;
 // z, b, a) have their A matrices side by side in the flat buffer, so one product makes all their u at once.
 #include "model/forward_cuda.h"
@@ -90,8 +91,7 @@ bool cuda_training_supported(const ModelConfig& c, const LoraConfig& lora, std::
     if (nK <= 0 || nV % nK != 0) return fail("value heads that are not a multiple of the key heads");
     if (c.linear_conv_kernel_dim > 8) return fail("DeltaNet convolutions over 8 taps");
   }
-  for (LoraTarget t : {LoraTarget::ExpertsGateUp, LoraTarget::ExpertsDown, LoraTarget::SharedGate,
-                       LoraTarget::SharedUp, LoraTarget::SharedDown})
+  for (LoraTarget t : {LoraTarget::ExpertsGateUp, LoraTarget::ExpertsDown})
     if (lora.targets[size_t(t)]) return fail(std::string("the LoRA target ") + lora_target_short(t));
   if (lora.dropout > 0) return fail("LoRA dropout");
   if (c.head_dim > 256 || c.rotary_dim > c.head_dim) return fail("head dims over 256");
@@ -438,8 +438,13 @@ struct CudaLoraModel::Impl {
         group(ly.in, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H);
         group(ly.out, {LoraTarget::O}, nH * d);
       }
-      group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H);
-      group(ly.down, {LoraTarget::Down}, I);
+      if (ly.ffn == FfnKind::Moe) {  // the shared expert's, the FFN's dense part
+        group(ly.gu, {LoraTarget::SharedGate, LoraTarget::SharedUp}, H);
+        group(ly.down, {LoraTarget::SharedDown}, Ish);
+      } else {
+        group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H);
+        group(ly.down, {LoraTarget::Down}, I);
+      }
     }
     nparams = off;
     P = dev(nparams * 4);
@@ -849,8 +854,10 @@ struct CudaLoraModel::Impl {
     cuda::gemm_grouped(E, m_counts.data(), H, Im, hs.p, Im, ly.exp_d.p, H * Im, true, 0.0f, ys.p, H);
     if (Ish > 0) {
       mm(n, 2 * Ish, H, xn2.p, H, ly.sh_gu.p, sh_gub.p, 2 * Ish);
+      lora_fwd(ly, ly.gu, n, xn2.p, H, u_gu.p, sh_gub.p, 2 * Ish);
       cuda::swiglu_fused_fwd(sh_gub.p, sh_h.p, n, Ish);
       mm(n, H, Ish, sh_h.p, Ish, ly.sh_d.p, sh_y.p, H);
+      lora_fwd(ly, ly.down, n, sh_h.p, Ish, u_d.p, sh_y.p, H);
     }
     if (x_out) {
       CUDA_CHECK(cudaMemcpyAsync(x_out, xm, size_t(n * H * 2), cudaMemcpyDeviceToDevice));
@@ -875,9 +882,13 @@ struct CudaLoraModel::Impl {
     mm_t(n, E, H, m_dlogits_b.p, E, ly.router.p, dx, H, 1.0f);
     if (Ish > 0) {
       cuda::moe_shared_gate_bwd(ly.sh_gate.p, sh_y.p, sh_logit.as<float>(), dy, n, H, dsh_y.p, dx);
+      lora_bwd(ly, ly.down, n, dsh_y.p, H, sh_h.p, Ish, u_d.p);
       mm_t(n, H, Ish, dsh_y.p, H, ly.sh_d.p, dsh_h.p, Ish);
+      lora_dx(ly.down, n, dsh_h.p, Ish);
       cuda::swiglu_fused_bwd(sh_gub.p, dsh_h.p, sh_gub.p, n, Ish);
+      lora_bwd(ly, ly.gu, n, sh_gub.p, 2 * Ish, xn2.p, H, u_gu.p);
       mm_t(n, 2 * Ish, H, sh_gub.p, 2 * Ish, ly.sh_gu.p, dx, H, 1.0f);
+      lora_dx(ly.gu, n, dx, H);
     }
   }
 

@@ -44,10 +44,11 @@ void round_to_bf16(Model& m) {
       if (t->defined()) *t = t->to(DType::BF16).to(DType::F32);
 }
 
-// LoRA on every projection the model has (Qwen3.5: the DeltaNet's too), B nonzero so every path carries gradient.
+// LoRA on every projection the model has but the routed experts (Qwen3.5: the DeltaNet's and the shared expert's
+// too), B nonzero so every path carries gradient.
 LoraAdapter random_adapter(const ModelConfig& c, uint64_t seed, int64_t rank) {
   LoraConfig lc;
-  lc.targets = lora_targets_parse("q,k,v,o,gate,up,down,qkv,z,out,a,b");
+  lc.targets = lora_targets_parse("q,k,v,o,gate,up,down,qkv,z,out,a,b,shared");
   lc.rank = rank;
   lc.alpha = 2.0 * double(rank);
   LoraAdapter a = LoraAdapter::init(c, lc, seed);
