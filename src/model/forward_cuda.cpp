@@ -1284,15 +1284,28 @@ float* CudaLoraModel::params() { return impl_->P.as<float>(); }
 float* CudaLoraModel::grads() { return impl_->G.as<float>(); }
 int64_t CudaLoraModel::num_params() const { return impl_->nparams; }
 int64_t CudaLoraModel::max_tokens() const { return impl_->max_T; }
-std::vector<int64_t> CudaLoraModel::param_offsets() const {
-  std::vector<int64_t> offs;
-  for (const Layer& ly : impl_->layers)
-    for (const LoraSlot& sl : ly.lora)
-      if (sl.on) {
-        offs.push_back(sl.a);
-        offs.push_back(sl.b);
+void CudaLoraModel::copy_flat(float* dev, std::vector<Tensor>& host, bool to_device) const {
+  const Impl& m = *impl_;
+  std::vector<float> flat(static_cast<size_t>(m.nparams), 0.0f);
+  if (!to_device) CUDA_CHECK(cudaMemcpy(flat.data(), dev, flat.size() * 4, cudaMemcpyDeviceToHost));
+  size_t i = 0;
+  for (const Layer& ly : m.layers)
+    for (const LoraSlot& sl : ly.lora) {
+      if (!sl.on) continue;
+      TUNE_CHECK(i + 2 <= host.size() && host[i].numel() == m.r * sl.in && host[i + 1].numel() == sl.out * m.r)
+          << "CUDA optimizer layout differs from the host optimizer's";
+      float *a = host[i].f32(), *b = host[i + 1].f32();
+      if (to_device) {
+        std::memcpy(flat.data() + sl.a, a, size_t(m.r * sl.in) * 4);
+        m.copy_b(sl, b, flat.data() + sl.b, true);
+      } else {
+        std::memcpy(a, flat.data() + sl.a, size_t(m.r * sl.in) * 4);
+        m.copy_b(sl, flat.data() + sl.b, b, false);
       }
-  return offs;
+      i += 2;
+    }
+  TUNE_CHECK(i == host.size()) << "CUDA optimizer layout differs from the host optimizer's";
+  if (to_device) CUDA_CHECK(cudaMemcpy(dev, flat.data(), flat.size() * 4, cudaMemcpyHostToDevice));
 }
 const CudaMemoryReport& CudaLoraModel::memory() const { return impl_->mem; }
 
@@ -1324,7 +1337,7 @@ float* CudaLoraModel::params() { no_cuda(); }
 float* CudaLoraModel::grads() { no_cuda(); }
 int64_t CudaLoraModel::num_params() const { no_cuda(); }
 int64_t CudaLoraModel::max_tokens() const { no_cuda(); }
-std::vector<int64_t> CudaLoraModel::param_offsets() const { no_cuda(); }
+void CudaLoraModel::copy_flat(float*, std::vector<Tensor>&, bool) const { no_cuda(); }
 const CudaMemoryReport& CudaLoraModel::memory() const { no_cuda(); }
 
 #endif

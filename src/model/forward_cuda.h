@@ -76,8 +76,10 @@ class CudaLoraModel {
   float* params();  // device, num_params() floats (padding between tensors stays 0)
   float* grads();
   int64_t num_params() const;
-  // Float offsets of every A and B in the flat buffers, in lora_param_refs order (layer, target, A then B).
-  std::vector<int64_t> param_offsets() const;
+  // A device buffer laid out like params() (the optimizer's moments) to or from host tensors in lora_param_refs
+  // order (layer, target, A then B), each shaped as the adapter's; the device's own row order of gated attention's
+  // q_proj B is undone on the way.
+  void copy_flat(float* dev, std::vector<Tensor>& host, bool to_device) const;
   int64_t max_tokens() const;
   const CudaMemoryReport& memory() const;
 

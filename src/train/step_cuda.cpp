@@ -95,25 +95,15 @@ StepResult CudaTrainer::step(std::span<const Row> rows, double lr, double max_gr
 
 void CudaTrainer::download(LoraAdapter& adapter, Optimizer& opt) const {
   model_->download_adapter(adapter);
-  const std::vector<int64_t> offs = model_->param_offsets();
-  TUNE_CHECK(offs.size() == opt.m().size()) << "CUDA optimizer layout differs from the host optimizer's";
-  for (size_t i = 0; i < offs.size(); ++i) {
-    const size_t bytes = size_t(opt.m()[i].numel()) * 4;
-    CUDA_CHECK(cudaMemcpy(opt.m()[i].f32(), m_ + offs[i], bytes, cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaMemcpy(opt.v()[i].f32(), v_ + offs[i], bytes, cudaMemcpyDeviceToHost));
-  }
+  model_->copy_flat(m_, opt.m(), false);
+  model_->copy_flat(v_, opt.v(), false);
   opt.set_steps(steps_);
 }
 
 void CudaTrainer::upload(const LoraAdapter& adapter, Optimizer& opt) {
   model_->upload_adapter(adapter);
-  const std::vector<int64_t> offs = model_->param_offsets();
-  TUNE_CHECK(offs.size() == opt.m().size()) << "CUDA optimizer layout differs from the host optimizer's";
-  for (size_t i = 0; i < offs.size(); ++i) {
-    const size_t bytes = size_t(opt.m()[i].numel()) * 4;
-    CUDA_CHECK(cudaMemcpy(m_ + offs[i], opt.m()[i].f32(), bytes, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(v_ + offs[i], opt.v()[i].f32(), bytes, cudaMemcpyHostToDevice));
-  }
+  model_->copy_flat(m_, opt.m(), true);
+  model_->copy_flat(v_, opt.v(), true);
   steps_ = opt.steps();
 }
 

@@ -329,6 +329,34 @@ TEST(ForwardCuda, Qwen35GoldenModelsMatchCpu) {
   EXPECT_GE(ran, 2);
 }
 
+// The optimizer's moments travel between host and device in the adapter's order, as the adapter does (gated
+// attention's q_proj B rows are regrouped on the device): the device's parameters read back through the same
+// copy equal the adapter, and a host state written to the device comes back unchanged.
+TEST(ForwardCuda, FlatStateCopiesKeepTheAdapterOrder) {
+  TUNE_REQUIRE_CUDA();
+  Model m = model_random(seeded_qwen35(64, true), 3, 0.05f);
+  LoraAdapter a = random_adapter(m.config, 11, 4);
+  CudaPlanOptions plan;
+  plan.max_tokens = 16;
+  CudaLoraModel cm(m, a, plan);
+  std::vector<Tensor> host, want;
+  for (auto& layer : a.layers)
+    for (LoraWeights& w : layer)
+      if (w.defined())
+        for (const Tensor* t : {&w.A, &w.B}) {
+          host.push_back(Tensor::zeros(DType::F32, t->shape()));
+          want.push_back(t->clone());
+        }
+  ASSERT_FALSE(host.empty());
+  cm.copy_flat(cm.params(), host, false);
+  for (size_t i = 0; i < host.size(); ++i) EXPECT_EQ(rel_l2(host[i], want[i]), 0.0) << "tensor " << i;
+  for (Tensor& t : want)
+    for (int64_t j = 0; j < t.numel(); ++j) t.f32()[j] = float(j % 7) - 3.0f;
+  cm.copy_flat(cm.grads(), want, true);
+  cm.copy_flat(cm.grads(), host, false);
+  for (size_t i = 0; i < host.size(); ++i) EXPECT_EQ(rel_l2(host[i], want[i]), 0.0) << "tensor " << i;
+}
+
 TEST(ForwardCuda, Qwen35GoldenDeltaNetHeadsAreRefused) {
   TUNE_REQUIRE_CUDA();
   Model m = model_load((fs::path(TUNE_TEST_DATA_DIR) / "golden" / "qwen3_5_dense_nv4nk2_T75_untied").string());
