@@ -13,8 +13,8 @@
 //   -> x' = xmid + h Wd^T [+ LoRA down]
 // MoE FFN (E experts of width Im, top k): logits = xn2 Wr^T (T, E) -> route (T, k) -> slots sorted by expert,
 //   xs = gathered rows (T k, H) -> per expert gus = xs We_gu^T (2Im), hs = silu(g) u, ys = hs We_d^T (T k, H)
-//   -> x' = xmid + sum_j w_j ys_j [+ sigmoid(xn2 . w_sh) shared(xn2)] (LoRA on the shared expert; the routed
-//   experts are frozen)
+//   -> x' = xmid + sum_j w_j ys_j [+ sigmoid(xn2 . w_sh) shared(xn2)]; LoRA on the shared expert as on a dense FFN,
+//   and per expert on gate|up and down (grouped products over the sorted rows)
 // LoRA on a target with input a: u = a A^T (T, r), y += s u B^T. The targets sharing an input (q, k, v; gate, up;
 // z, b, a) have their A matrices side by side in the flat buffer, so one product makes all their u at once.
 #include "model/forward_cuda.h"
@@ -91,8 +91,6 @@ bool cuda_training_supported(const ModelConfig& c, const LoraConfig& lora, std::
     if (nK <= 0 || nV % nK != 0) return fail("value heads that are not a multiple of the key heads");
     if (c.linear_conv_kernel_dim > 8) return fail("DeltaNet convolutions over 8 taps");
   }
-  for (LoraTarget t : {LoraTarget::ExpertsGateUp, LoraTarget::ExpertsDown})
-    if (lora.targets[size_t(t)]) return fail(std::string("the LoRA target ") + lora_target_short(t));
   if (lora.dropout > 0) return fail("LoRA dropout");
   if (c.head_dim > 256 || c.rotary_dim > c.head_dim) return fail("head dims over 256");
   if (c.intermediate_size % 2 != 0) return fail("odd FFN widths");
@@ -142,8 +140,9 @@ void upload(void* dst, const Tensor& t, DType dt) {
 // One LoRA target inside the flat parameter buffer; A offsets of a group are consecutive.
 struct LoraSlot {
   bool on = false;
-  int64_t a = 0, b = 0;      // float offsets of A (r, in) and B (out, r)
+  int64_t a = 0, b = 0;      // float offsets of A (r, in) and B (out, r), per expert for the expert targets
   int64_t in = 0, out = 0;
+  int64_t count = 1;         // A/B pairs: the experts for the expert targets, else 1
   int64_t col = 0;           // first column of this target's output in the fused product
   // Gated attention's q_proj: B's rows [0, split) (the queries) go to columns from `col`, the rest (the gates) to
   // columns from `col2`. The adapter interleaves them per head; the device copy of B holds them regrouped.
@@ -249,6 +248,8 @@ struct CudaLoraModel::Impl {
   // the shared expert's sh_gu (C, 2Ish), sh_h, dsh_h (C, Ish), sh_y, dsh_y (C, H) and gate logits (C) f32.
   DeviceBuffer m_logits, m_dlogits, m_dlogits_b, m_experts, m_weights, m_dweights, m_offsets, m_order, m_slot,
       m_sort_ws, xs, gus, hs, dhs, ys, dys, sh_gub, sh_h, dsh_h, sh_y, dsh_y, sh_logit;
+  // Expert LoRA (C k, r): u = xs A_gu^T and hs A_d^T per expert, and their gradients' g = s dy B.
+  DeviceBuffer e_ugu, e_ud, e_ggu, e_gd;
   std::vector<int64_t> m_counts;  // rows per expert of the chunk being processed (host)
   int64_t ffn_T = 0;
   // `region` is shared by phases that never overlap: the FFN (gu, h, dh), the mixer backward and the output
@@ -438,9 +439,19 @@ struct CudaLoraModel::Impl {
         group(ly.in, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H);
         group(ly.out, {LoraTarget::O}, nH * d);
       }
-      if (ly.ffn == FfnKind::Moe) {  // the shared expert's, the FFN's dense part
+      if (ly.ffn == FfnKind::Moe) {  // the shared expert's, the FFN's dense part; then each expert's pair
         group(ly.gu, {LoraTarget::SharedGate, LoraTarget::SharedUp}, H);
         group(ly.down, {LoraTarget::SharedDown}, Ish);
+        for (auto [t, in, out] : {std::tuple{LoraTarget::ExpertsGateUp, H, 2 * Im}, {LoraTarget::ExpertsDown, Im, H}}) {
+          LoraSlot& sl = ly.lora[size_t(t)];
+          if (!lc.targets[size_t(t)]) continue;
+          sl.on = true;
+          sl.in = in;
+          sl.out = out;
+          sl.count = E;
+          sl.a = take(E * r * in);
+          sl.b = take(E * out * r);
+        }
       } else {
         group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H);
         group(ly.down, {LoraTarget::Down}, I);
@@ -551,6 +562,12 @@ struct CudaLoraModel::Impl {
       dhs = bf(S * Im);
       ys = bf(S * H);
       dys = bf(S * H);
+      if (lc.targets[size_t(LoraTarget::ExpertsGateUp)] || lc.targets[size_t(LoraTarget::ExpertsDown)]) {
+        e_ugu = bf(S * r);
+        e_ud = bf(S * r);
+        e_ggu = bf(S * r);
+        e_gd = bf(S * r);
+      }
       if (Ish > 0) {
         sh_gub = bf(C * 2 * Ish);
         sh_h = bf(C * Ish);
@@ -835,6 +852,26 @@ struct CudaLoraModel::Impl {
                                dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
   }
 
+  // Expert LoRA over the sorted rows (m_counts per expert), for expert pair slot sl (A (E, r, in), B (E, out, r)):
+  // forward u = a A_e^T (rows, r), y += s u B_e^T; backward dB_e += s dy_e^T u_e, g = s dy B_e, dA_e += g_e^T a_e,
+  // and da += g A_e (after the base product wrote da).
+  void expert_lora_fwd(const LoraSlot& sl, const void* a, void* u, void* y) {
+    if (!sl.on) return;
+    cuda::gemm_grouped(E, m_counts.data(), r, sl.in, a, sl.in, Ab(sl.a), r * sl.in, true, 1.0f, 0.0f, u, r);
+    cuda::gemm_grouped(E, m_counts.data(), sl.out, r, u, r, Ab(sl.b), sl.out * r, true, s, 1.0f, y, sl.out);
+  }
+  void expert_lora_bwd(const LoraSlot& sl, const void* dy, const void* a, const void* u, void* g) {
+    if (!sl.on) return;
+    float* Gp = G.as<float>();
+    cuda::gemm_grouped_wgrad(E, m_counts.data(), sl.out, r, dy, sl.out, u, r, s, Gp + sl.b, sl.out * r);
+    cuda::gemm_grouped(E, m_counts.data(), r, sl.out, dy, sl.out, Ab(sl.b), sl.out * r, false, s, 0.0f, g, r);
+    cuda::gemm_grouped_wgrad(E, m_counts.data(), r, sl.in, g, r, a, sl.in, 1.0f, Gp + sl.a, r * sl.in);
+  }
+  void expert_lora_dx(const LoraSlot& sl, const void* g, void* da) {
+    if (!sl.on) return;
+    cuda::gemm_grouped(E, m_counts.data(), sl.in, r, g, r, Ab(sl.a), r * sl.in, false, 1.0f, 1.0f, da, sl.in);
+  }
+
   // MoE FFN of n tokens from xn2 (the chunk's normed input): routing, the sort (its per-expert counts read back to
   // the host for the grouped products), experts, shared expert; x_out rows = xm + the FFN when given.
   void moe_fwd(const Layer& ly, int64_t n, const void* xm, void* x_out) {
@@ -849,9 +886,12 @@ struct CudaLoraModel::Impl {
     m_counts.resize(size_t(E));
     for (int64_t e = 0; e < E; ++e) m_counts[size_t(e)] = off[size_t(e + 1)] - off[size_t(e)];
     cuda::moe_gather(xn2.p, n, H, kx, m_order.as<int32_t>(), S, xs.p);
-    cuda::gemm_grouped(E, m_counts.data(), 2 * Im, H, xs.p, H, ly.exp_gu.p, 2 * Im * H, true, 0.0f, gus.p, 2 * Im);
+    cuda::gemm_grouped(E, m_counts.data(), 2 * Im, H, xs.p, H, ly.exp_gu.p, 2 * Im * H, true, 1.0f, 0.0f, gus.p,
+                       2 * Im);
+    expert_lora_fwd(ly.lora[size_t(LoraTarget::ExpertsGateUp)], xs.p, e_ugu.p, gus.p);
     cuda::swiglu_fused_fwd(gus.p, hs.p, S, Im);
-    cuda::gemm_grouped(E, m_counts.data(), H, Im, hs.p, Im, ly.exp_d.p, H * Im, true, 0.0f, ys.p, H);
+    cuda::gemm_grouped(E, m_counts.data(), H, Im, hs.p, Im, ly.exp_d.p, H * Im, true, 1.0f, 0.0f, ys.p, H);
+    expert_lora_fwd(ly.lora[size_t(LoraTarget::ExpertsDown)], hs.p, e_ud.p, ys.p);
     if (Ish > 0) {
       mm(n, 2 * Ish, H, xn2.p, H, ly.sh_gu.p, sh_gub.p, 2 * Ish);
       lora_fwd(ly, ly.gu, n, xn2.p, H, u_gu.p, sh_gub.p, 2 * Ish);
@@ -872,9 +912,15 @@ struct CudaLoraModel::Impl {
     const int64_t S = n * kx;
     cuda::moe_combine_bwd(dy, ys.p, m_slot.as<int32_t>(), m_weights.as<float>(), n, kx, H, dys.p,
                           m_dweights.as<float>());
-    cuda::gemm_grouped(E, m_counts.data(), Im, H, dys.p, H, ly.exp_d.p, H * Im, false, 0.0f, dhs.p, Im);
+    const LoraSlot &lgu = ly.lora[size_t(LoraTarget::ExpertsGateUp)], &ld = ly.lora[size_t(LoraTarget::ExpertsDown)];
+    expert_lora_bwd(ld, dys.p, hs.p, e_ud.p, e_gd.p);
+    cuda::gemm_grouped(E, m_counts.data(), Im, H, dys.p, H, ly.exp_d.p, H * Im, false, 1.0f, 0.0f, dhs.p, Im);
+    expert_lora_dx(ld, e_gd.p, dhs.p);
     cuda::swiglu_fused_bwd(gus.p, dhs.p, gus.p, S, Im);  // dgus in place
-    cuda::gemm_grouped(E, m_counts.data(), H, 2 * Im, gus.p, 2 * Im, ly.exp_gu.p, 2 * Im * H, false, 0.0f, xs.p, H);
+    expert_lora_bwd(lgu, gus.p, xs.p, e_ugu.p, e_ggu.p);  // before xs becomes dxs
+    cuda::gemm_grouped(E, m_counts.data(), H, 2 * Im, gus.p, 2 * Im, ly.exp_gu.p, 2 * Im * H, false, 1.0f, 0.0f,
+                       xs.p, H);
+    expert_lora_dx(lgu, e_ggu.p, xs.p);
     cuda::moe_scatter_add(xs.p, m_slot.as<int32_t>(), n, kx, H, dx, false);
     cuda::moe_route_bwd(m_logits.p, c.norm_topk_prob, m_experts.as<int32_t>(), m_dweights.p, m_dlogits.p, n, E, kx,
                         DType::F32);
@@ -1122,12 +1168,11 @@ struct CudaLoraModel::Impl {
         upload(ly.router.p, lw.ffn_gate_inp, DType::BF16);
         // Expert e's gate rows then its up rows, as the fused SwiGLU reads them.
         const Tensor g = lw.ffn_gate_exps.to(DType::BF16, Device::CPU), u = lw.ffn_up_exps.to(DType::BF16, Device::CPU);
-        const size_t part = size_t(Im * H * 2);
+        const int64_t part = Im * H * 2;
+        const char *gp = static_cast<const char*>(g.data()), *up = static_cast<const char*>(u.data());
         for (int64_t e = 0; e < E; ++e) {
-          CUDA_CHECK(cudaMemcpy(ly.exp_gu.at(e * 2 * int64_t(part)), static_cast<const char*>(g.data()) + e * part, part,
-                                cudaMemcpyHostToDevice));
-          CUDA_CHECK(cudaMemcpy(ly.exp_gu.at((e * 2 + 1) * int64_t(part)), static_cast<const char*>(u.data()) + e * part,
-                                part, cudaMemcpyHostToDevice));
+          CUDA_CHECK(cudaMemcpy(ly.exp_gu.at(e * 2 * part), gp + e * part, size_t(part), cudaMemcpyHostToDevice));
+          CUDA_CHECK(cudaMemcpy(ly.exp_gu.at((e * 2 + 1) * part), up + e * part, size_t(part), cudaMemcpyHostToDevice));
         }
         upload(ly.exp_d.p, lw.ffn_down_exps, DType::BF16);
         if (Ish > 0) {
@@ -1146,7 +1191,8 @@ struct CudaLoraModel::Impl {
     }
   }
 
-  // Matrices ~ N(0, 0.02) (MoE: router, experts and the shared expert too); norms the identity (weight 1, or 0 when zero-centred); DeltaNet: A_log 0 and dt_bias 1
+  // Matrices ~ N(0, 0.02) (MoE: router, experts and the shared expert too); norms the identity (weight 1, or 0
+  // when zero-centred); DeltaNet: A_log 0 and dt_bias 1
   // (decays near exp(-1.3) per token), the conv taps N(0, 0.02) plus 1 on the current position, gated norm 1.
   void random_weights(uint64_t seed) {
     uint64_t k = seed * 1000003ull;
@@ -1168,7 +1214,8 @@ struct CudaLoraModel::Impl {
       if (ly.mix == MixerKind::GatedDeltaNet) {
         std::vector<float> taps(static_cast<size_t>(Ncv * Kc));
         Rng rng(++k);
-        for (int64_t i = 0; i < Ncv * Kc; ++i) taps[size_t(i)] = 0.02f * rng.normal() + (i % Kc == Kc - 1 ? 1.0f : 0.0f);
+        for (int64_t i = 0; i < Ncv * Kc; ++i)
+          taps[size_t(i)] = 0.02f * rng.normal() + (i % Kc == Kc - 1 ? 1.0f : 0.0f);
         CUDA_CHECK(cudaMemcpy(ly.conv.p, taps.data(), taps.size() * 4, cudaMemcpyHostToDevice));
         constant(ly.a_log, 0.0f);
         constant(ly.dt_bias, 1.0f);
@@ -1185,8 +1232,9 @@ struct CudaLoraModel::Impl {
         const LoraSlot& sl = layers[size_t(l)].lora[size_t(t)];
         if (!sl.on) continue;
         const LoraWeights& w = a.layers[size_t(l)][size_t(t)];
-        TUNE_CHECK(w.defined() && w.A.numel() == r * sl.in && w.B.numel() == sl.out * r)
-            << "CUDA LoRA layout differs from the adapter at layer " << l << " target " << lora_target_short(LoraTarget(t));
+        TUNE_CHECK(w.defined() && w.A.numel() == sl.count * r * sl.in && w.B.numel() == sl.count * sl.out * r)
+            << "CUDA LoRA layout differs from the adapter at layer " << l << " target "
+            << lora_target_short(LoraTarget(t));
         std::memcpy(host.data() + sl.a, w.A.f32(), size_t(w.A.numel()) * 4);
         copy_b(sl, w.B.f32(), host.data() + sl.b, true);
       }
@@ -1197,7 +1245,7 @@ struct CudaLoraModel::Impl {
   // B (out, r) between the adapter's row order and the device's (regrouped for split slots).
   void copy_b(const LoraSlot& sl, const float* src, float* dst, bool to_device) const {
     if (!sl.split) {
-      std::memcpy(dst, src, size_t(sl.out * r) * 4);
+      std::memcpy(dst, src, size_t(sl.count * sl.out * r) * 4);
       return;
     }
     for (int64_t row = 0; row < sl.out; ++row) {
@@ -1292,14 +1340,15 @@ void CudaLoraModel::copy_flat(float* dev, std::vector<Tensor>& host, bool to_dev
   for (const Layer& ly : m.layers)
     for (const LoraSlot& sl : ly.lora) {
       if (!sl.on) continue;
-      TUNE_CHECK(i + 2 <= host.size() && host[i].numel() == m.r * sl.in && host[i + 1].numel() == sl.out * m.r)
+      TUNE_CHECK(i + 2 <= host.size() && host[i].numel() == sl.count * m.r * sl.in &&
+                 host[i + 1].numel() == sl.count * sl.out * m.r)
           << "CUDA optimizer layout differs from the host optimizer's";
       float *a = host[i].f32(), *b = host[i + 1].f32();
       if (to_device) {
-        std::memcpy(flat.data() + sl.a, a, size_t(m.r * sl.in) * 4);
+        std::memcpy(flat.data() + sl.a, a, size_t(sl.count * m.r * sl.in) * 4);
         m.copy_b(sl, b, flat.data() + sl.b, true);
       } else {
-        std::memcpy(a, flat.data() + sl.a, size_t(m.r * sl.in) * 4);
+        std::memcpy(a, flat.data() + sl.a, size_t(sl.count * m.r * sl.in) * 4);
         m.copy_b(sl, flat.data() + sl.b, b, false);
       }
       i += 2;

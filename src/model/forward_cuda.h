@@ -1,6 +1,6 @@
 // The LoRA training forward and backward of a Qwen2/Qwen2.5/Qwen3/Qwen3-MoE/Qwen3.5(-MoE) model on one CUDA GPU:
-// attention, gated attention and Gated DeltaNet mixers, dense and MoE FFNs (LoRA on the attention, DeltaNet, dense
-// FFN and shared-expert projections; the routed experts frozen).
+// attention, gated attention and Gated DeltaNet mixers, dense and MoE FFNs, LoRA on every projection (the routed
+// experts' too, as PEFT's target_parameters).
 // Memory plan (see DESIGN.md, "Training memory plan"): base weights bf16 and frozen (q/k/v[/gate] and gate/up
 // fused into one matrix each), norm weights f32; LoRA A/B as fp32 masters with bf16 copies for the products and fp32
 // gradients, all in flat buffers (one optimizer launch covers them). The forward keeps only each layer's input

@@ -25,11 +25,16 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOpera
           const void* C, void* D, int64_t ldd, DType d_dtype, const void* bias = nullptr, void* stream = nullptr);
 
 // Grouped products (MoE experts): the rows of A are G consecutive groups of M[g] rows (M on the host), and group g
-// uses its own B_g = B + g * b_stride elements; D's rows follow A's. Per group, D_g (M_g, N) = A_g (M_g, K) @ op(B_g)
-// + beta D_g, op(B_g) = B_g^T of a stored (N, K) when trans_b, else the stored (K, N). bf16 A, B and D, fp32
-// compute. Through cuBLAS's own heuristics (no per-shape plan or timing: the group sizes change every step).
+// uses its own B_g = B + g * b_stride elements; D's rows follow A's. Per group, D_g (M_g, N) = alpha A_g (M_g, K)
+// @ op(B_g) + beta D_g, op(B_g) = B_g^T of a stored (N, K) when trans_b, else the stored (K, N). bf16 A, B and D,
+// fp32 compute. Through cuBLAS's own heuristics (no per-shape plan or timing: the group sizes change every step).
 void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
-                  int64_t b_stride, bool trans_b, float beta, void* D, int64_t ldd, void* stream = nullptr);
+                  int64_t b_stride, bool trans_b, float alpha, float beta, void* D, int64_t ldd,
+                  void* stream = nullptr);
+// Per-group weight gradients over the same row groups: D_g (N1, N2) += alpha A_g^T (N1, M_g) @ B_g (M_g, N2), A_g
+// and B_g the group's rows of A (row stride lda) and B (ldb), bf16; D_g = D + g * d_stride, f32, row-major.
+void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, const void* A, int64_t lda,
+                        const void* B, int64_t ldb, float alpha, float* D, int64_t d_stride, void* stream = nullptr);
 
 // Device bytes held by the GEMM workspace (for memory reports).
 int64_t gemm_workspace_bytes();

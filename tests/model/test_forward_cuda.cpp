@@ -1,8 +1,9 @@
-// The CUDA training path against the fp32 CPU reference, on whole models: the golden dense models of
-// tests/data/golden (small head dims: the reference attention kernel), seeded models with head dims 64 and 128
-// (the fused attention) and seeded Qwen3.5 hybrids (Gated DeltaNet + gated attention; the golden Qwen3.5 models
-// have DeltaNet heads of 8, below what the CUDA kernels take, and are refused with a clear error). Both sides see the same bf16-rounded weights; the GPU keeps activations in bf16 (half an
-// ulp = 2^-9 per store), so the loss is held to 1e-2 relative and the LoRA gradients to 8e-2 relative L2 (2-5e-2 seen).
+// The CUDA training path against the fp32 CPU reference, on whole models: the golden models of tests/data/golden
+// (dense ones with small head dims run the reference attention kernel; MoE; Qwen3.5 with DeltaNet heads of 64 -
+// the older Qwen3.5 goldens' heads of 8 are below what the CUDA kernels take and are refused with a clear error),
+// seeded models with head dims 64 and 128 (the fused attention) and seeded Qwen3.5 hybrids. Both sides see the
+// same bf16-rounded weights; the GPU keeps activations in bf16 (half an ulp = 2^-9 per store), so the loss is held
+// to 1e-2 relative and the LoRA gradients to 8e-2 relative L2 (2-5e-2 seen; DeltaNet and MoE models below).
 // Then whole training runs: `tune train --device cuda` follows `--device cpu` step by step.
 #include <algorithm>
 #include <array>
@@ -44,11 +45,11 @@ void round_to_bf16(Model& m) {
       if (t->defined()) *t = t->to(DType::BF16).to(DType::F32);
 }
 
-// LoRA on every projection the model has but the routed experts (Qwen3.5: the DeltaNet's and the shared expert's
-// too), B nonzero so every path carries gradient.
+// LoRA on every projection the model has (Qwen3.5: the DeltaNet's; MoE: the shared expert's and each routed
+// expert's), B nonzero so every path carries gradient.
 LoraAdapter random_adapter(const ModelConfig& c, uint64_t seed, int64_t rank) {
   LoraConfig lc;
-  lc.targets = lora_targets_parse("q,k,v,o,gate,up,down,qkv,z,out,a,b,shared");
+  lc.targets = lora_targets_parse("q,k,v,o,gate,up,down,qkv,z,out,a,b,shared,experts");
   lc.rank = rank;
   lc.alpha = 2.0 * double(rank);
   LoraAdapter a = LoraAdapter::init(c, lc, seed);

@@ -83,7 +83,7 @@ TEST(GemmCuda, MatchesReference) {
 }
 
 // Grouped products (MoE experts): groups of different sizes, empty ones included, each with its own B, both
-// layouts of B, overwrite and accumulate. bf16 throughout: one bf16 ulp of the summed magnitudes.
+// layouts of B, a scale, overwrite and accumulate. bf16 throughout: one bf16 ulp of the summed magnitudes.
 TEST(GemmCuda, GroupedMatchesReference) {
   TUNE_REQUIRE_CUDA();
   const std::vector<int64_t> M{5, 0, 33, 1, 0, 70};
@@ -100,7 +100,9 @@ TEST(GemmCuda, GroupedMatchesReference) {
       const std::vector<double> a = test::doubles(A), b = test::doubles(B), cc = test::doubles(C);
       const Tensor Ad = test::on_cuda(A, DType::BF16), Bd = test::on_cuda(B, DType::BF16);
       Tensor D = beta != 0.0f ? test::on_cuda(C, DType::BF16) : test::poisoned({rows, ldd}, DType::BF16);
-      cuda::gemm_grouped(G, M.data(), N, K, Ad.data(), lda, Bd.data(), b_stride, bool(tb), beta, D.data(), ldd);
+      const float alpha = 0.5f;
+      cuda::gemm_grouped(G, M.data(), N, K, Ad.data(), lda, Bd.data(), b_stride, bool(tb), alpha, beta, D.data(),
+                         ldd);
       const std::vector<double> got = test::doubles(D);
       int64_t bad = 0, row = 0;
       for (int64_t g = 0; g < G; ++g) {
@@ -109,8 +111,8 @@ TEST(GemmCuda, GroupedMatchesReference) {
             double s = beta * cc[size_t(i * ldd + j)], mag = std::fabs(s);
             for (int64_t k = 0; k < K; ++k) {
               const double bv = tb ? b[size_t(g * b_stride + j * K + k)] : b[size_t(g * b_stride + k * N + j)];
-              s += a[size_t(i * lda + k)] * bv;
-              mag += std::fabs(a[size_t(i * lda + k)] * bv);
+              s += alpha * a[size_t(i * lda + k)] * bv;
+              mag += std::fabs(alpha * a[size_t(i * lda + k)] * bv);
             }
             if (!(std::fabs(got[size_t(i * ldd + j)] - s) <= test::kBf16Rtol * mag + 1e-30)) ++bad;
           }
@@ -118,6 +120,36 @@ TEST(GemmCuda, GroupedMatchesReference) {
       }
       EXPECT_EQ(bad, 0);
     }
+}
+
+// Per-group weight gradients: D_g += alpha A_g^T B_g over each group's rows, f32 accumulation into D.
+TEST(GemmCuda, GroupedWeightGradientsMatchReference) {
+  TUNE_REQUIRE_CUDA();
+  const std::vector<int64_t> M{5, 0, 33, 1, 70};
+  const int64_t G = int64_t(M.size()), N1 = 24, N2 = 40, lda = N1 + 8, ldb = N2 + 8, d_stride = N1 * N2 + 4;
+  int64_t rows = 0;
+  for (int64_t m : M) rows += m;
+  const Tensor A = test::rounded(test::randn({rows, lda}, 1), DType::BF16);
+  const Tensor B = test::rounded(test::randn({rows, ldb}, 2), DType::BF16);
+  const Tensor D0 = test::randn({G, d_stride}, 3);
+  const std::vector<double> a = test::doubles(A), b = test::doubles(B);
+  std::vector<double> ref = test::doubles(D0);
+  const float alpha = 0.25f;
+  int64_t row = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t i = 0; i < N1; ++i)
+      for (int64_t j = 0; j < N2; ++j) {
+        double s = 0;
+        for (int64_t r = row; r < row + M[size_t(g)]; ++r) s += a[size_t(r * lda + i)] * b[size_t(r * ldb + j)];
+        ref[size_t(g * d_stride + i * N2 + j)] += alpha * s;
+      }
+    row += M[size_t(g)];
+  }
+  const Tensor Ad = test::on_cuda(A, DType::BF16), Bd = test::on_cuda(B, DType::BF16);
+  Tensor D = test::on_cuda(D0, DType::F32);
+  cuda::gemm_grouped_wgrad(G, M.data(), N1, N2, Ad.data(), lda, Bd.data(), ldb, alpha,
+                           static_cast<float*>(D.data()), d_stride);
+  test::expect_all_close("D", D, ref, 1e-4, 1e-5);
 }
 
 #else

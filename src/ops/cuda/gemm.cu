@@ -193,10 +193,9 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOpera
 }
 
 void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
-                  int64_t b_stride, bool trans_b, float beta, void* D, int64_t ldd, void* stream) {
+                  int64_t b_stride, bool trans_b, float alpha, float beta, void* D, int64_t ldd, void* stream) {
   cublasHandle_t h = blas_handle();
   CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(stream)));
-  const float alpha = 1.0f;
   const auto* a = static_cast<const uint16_t*>(A);
   const auto* b = static_cast<const uint16_t*>(B);
   auto* d = static_cast<uint16_t*>(D);
@@ -209,6 +208,27 @@ void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void*
                                 b + g * b_stride, CUDA_R_16BF, int(trans_b ? K : N), a + row * lda, CUDA_R_16BF,
                                 int(lda), &beta, d + row * ldd, CUDA_R_16BF, int(ldd), CUBLAS_COMPUTE_32F,
                                 CUBLAS_GEMM_DEFAULT));
+    }
+    row += m;
+  }
+  CUBLAS_CHECK(cublasSetStream(h, nullptr));
+}
+
+void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, const void* A, int64_t lda,
+                        const void* B, int64_t ldb, float alpha, float* D, int64_t d_stride, void* stream) {
+  cublasHandle_t h = blas_handle();
+  CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(stream)));
+  const float beta = 1.0f;
+  const auto* a = static_cast<const uint16_t*>(A);
+  const auto* b = static_cast<const uint16_t*>(B);
+  int64_t row = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t m = M[g];
+    if (m > 0) {
+      // Column-major: D_g^T (N2, N1) += B_g^T (N2, m) A_g (m, N1); the stored rows are B_g^T and A_g^T already.
+      CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, int(N2), int(N1), int(m), &alpha, b + row * ldb,
+                                CUDA_R_16BF, int(ldb), a + row * lda, CUDA_R_16BF, int(lda), &beta, D + g * d_stride,
+                                CUDA_R_32F, int(N2), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     row += m;
   }
