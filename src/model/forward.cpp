@@ -8,6 +8,7 @@
 #include "model/names.h"
 #include "ops/attention.h"
 #include "ops/conv1d_causal.h"
+#include "ops/cpu/activation.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/gated_delta_rule.h"
@@ -197,10 +198,10 @@ Tensor gather_rows(const Tensor& x, const std::vector<int64_t>& rows, int64_t k)
   return out;
 }
 
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-double silu(double x) { return x * sigmoid(x); }
-// torch.nn.functional.softplus with its default threshold: x itself above 20.
-double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+using cpu::dsilu;
+using cpu::sigmoid;
+using cpu::silu;
+using cpu::softplus;
 
 // Full attention (Qwen2/Qwen3) and Qwen3.5's gated attention: s.h1 -> s.xm = o_proj(o) (no residual yet).
 // Gated attention's q_proj rows interleave per head [query_h (hd) | gate_h (hd)]; o is multiplied by sigmoid(gate)
@@ -328,11 +329,6 @@ void gdn_mixer_fwd(const Ctx& cx, const LayerWeights& w, int64_t l, LayerActs& s
   s.xm = f32({T, H});
   lora_linear_fwd(s.o, w.ssm_out, Tensor(), cx.lora_ctx(l, LoraTarget::LinOut), s.xm,
                   lin(LoraTarget::LinOut));
-}
-
-double dsilu(double x) {
-  const double sg = sigmoid(x);
-  return sg * (1.0 + x * (1.0 - sg));
 }
 
 // Gated DeltaNet backward: dxm (T, H) = gradient of out_proj's output -> dh1 (T, H) (overwritten); LoRA
