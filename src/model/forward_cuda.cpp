@@ -250,7 +250,8 @@ struct CudaLoraModel::Impl {
       m_sort_ws, xs, gus, hs, dhs, ys, dys, sh_gub, sh_h, dsh_h, sh_y, dsh_y, sh_logit;
   // Expert LoRA (C k, r): u = xs A_gu^T and hs A_d^T per expert, and their gradients' g = s dy B.
   DeviceBuffer e_ugu, e_ud, e_ggu, e_gd;
-  std::vector<int64_t> m_counts;  // rows per expert of the chunk being processed (host)
+  std::vector<int32_t> m_offsets_host;  // m_offsets read back (sized with the plan: no allocation in a step)
+  std::vector<int64_t> m_counts;        // rows per expert of the chunk being processed (host)
   int64_t ffn_T = 0;
   // `region` is shared by phases that never overlap: the FFN (gu, h, dh), the mixer backward and the output
   // head's workspace. Attention backward: datt at 0, dqk, dqkv. DeltaNet backward: dzba at 0, dY, dGO, dq, dk,
@@ -480,11 +481,12 @@ struct CudaLoraModel::Impl {
       mem.activations += b.bytes;
       return b;
     };
-    ids = f32(T);  // i32
-    pos = f32(T);
-    doc_start = f32(T);
-    rows = f32(T);
-    targets = f32(T);
+    const auto i32 = f32;  // same size
+    ids = i32(T);
+    pos = i32(T);
+    doc_start = i32(T);
+    rows = i32(T);
+    targets = i32(T);
     loss = f32(T);
     rope = f32(T * c.rotary_dim);
     ckpt = dev((offload ? 2 : L + 1) * T * H * 2);
@@ -548,12 +550,14 @@ struct CudaLoraModel::Impl {
       m_logits = f32(C * E);
       m_dlogits = f32(C * E);
       m_dlogits_b = bf(C * E);
-      m_experts = f32(S);  // i32
+      m_experts = i32(S);
       m_weights = f32(S);
       m_dweights = f32(S);
-      m_offsets = f32(E + 1);
-      m_order = f32(S);
-      m_slot = f32(S);
+      m_offsets = i32(E + 1);
+      m_offsets_host.resize(size_t(E + 1));
+      m_counts.resize(size_t(E));
+      m_order = i32(S);
+      m_slot = i32(S);
       m_sort_ws = dev(int64_t(cuda::moe_sort_workspace_bytes(C, kx, E)));
       mem.workspace += m_sort_ws.bytes;
       xs = bf(S * H);
@@ -881,10 +885,8 @@ struct CudaLoraModel::Impl {
     cuda::moe_route_fwd(m_logits.p, c.norm_topk_prob, m_experts.as<int32_t>(), m_weights.p, n, E, kx, DType::F32);
     cuda::moe_sort(m_experts.as<int32_t>(), n, kx, E, m_offsets.as<int32_t>(), m_order.as<int32_t>(),
                    m_slot.as<int32_t>(), m_sort_ws.p);
-    std::vector<int32_t> off(static_cast<size_t>(E + 1));
-    CUDA_CHECK(cudaMemcpy(off.data(), m_offsets.p, size_t(E + 1) * 4, cudaMemcpyDeviceToHost));
-    m_counts.resize(size_t(E));
-    for (int64_t e = 0; e < E; ++e) m_counts[size_t(e)] = off[size_t(e + 1)] - off[size_t(e)];
+    CUDA_CHECK(cudaMemcpy(m_offsets_host.data(), m_offsets.p, size_t(E + 1) * 4, cudaMemcpyDeviceToHost));
+    for (int64_t e = 0; e < E; ++e) m_counts[size_t(e)] = m_offsets_host[size_t(e + 1)] - m_offsets_host[size_t(e)];
     cuda::moe_gather(xn2.p, n, H, kx, m_order.as<int32_t>(), S, xs.p);
     cuda::gemm_grouped(E, m_counts.data(), 2 * Im, H, xs.p, H, ly.exp_gu.p, 2 * Im * H, true, 1.0f, 0.0f, gus.p,
                        2 * Im);
