@@ -19,6 +19,10 @@ TEST(MoeSharedGate, MatchesFormula) {
       EXPECT_NEAR(out[size_t(t * H + j)], o0[size_t(t * H + j)] + ys[size_t(t * H + j)] / (1 + std::exp(-l)),
                   1e-12);
   }
+  // A null out computes the logits only (the backward's recompute).
+  std::vector<double> logit_only(T);
+  cpu::moe_shared_gate_fwd(x.data(), w.data(), ys.data(), T, H, logit_only.data(), static_cast<double*>(nullptr));
+  for (int64_t t = 0; t < T; ++t) EXPECT_EQ(logit_only[size_t(t)], logit[size_t(t)]);
 }
 
 TEST(MoeSharedGate, GradCheck) {

@@ -28,6 +28,9 @@ TEST(MoeSharedGateCuda, MatchesCpuReference) {
                               o.data());
     test::expect_all_close("logit", lg, logit, 1e-3, 1e-3);
     test::expect_all_close("out", o, out, 1e-3, test::kBf16Rtol);
+    Tensor lg_only = test::poisoned({T}, DType::F32);  // a null out: the logits only
+    cuda::moe_shared_gate_fwd(xc.data(), wc.data(), yc.data(), T, H, static_cast<float*>(lg_only.data()), nullptr);
+    test::expect_all_close("logit only", lg_only, logit, 1e-3, 1e-3);
     Tensor dy = test::poisoned({T, H}, DType::BF16), dxc = test::on_cuda(dx0, DType::BF16);
     cuda::moe_shared_gate_bwd(wc.data(), yc.data(), static_cast<float*>(lg.data()), doc.data(), T, H,
                               dy.data(), dxc.data());
