@@ -1,5 +1,6 @@
 // swiglu on CUDA: elementwise, fp32 math, grid-stride loops.
 #include "ops/cuda/kernel_util.cuh"
+#include "ops/cuda/vec_util.cuh"
 #include "ops/swiglu.h"
 
 namespace tune::cuda {
@@ -56,50 +57,71 @@ void swiglu_bwd(const void* g, const void* u, const void* dh, void* dg, void* du
 namespace {
 
 // One thread per pair of adjacent elements of a row (I even: bf16x2 loads and stores); rows along grid y.
-__global__ void swiglu_fused_fwd_kernel(const bf16* gu, bf16* h, int64_t T_, int64_t I) {
-  const int64_t j = 2 * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x);
+// One thread per V consecutive columns of a row (V = 8: 16-byte accesses when I and the strides allow it).
+template <int V>
+__global__ void swiglu_fused_fwd_kernel(const bf16* gu, bf16* h, int64_t T_, int64_t I, int64_t ldh) {
+  const int64_t j = V * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x);
   if (j >= I) return;
   for (int64_t t = blockIdx.y; t < T_; t += gridDim.y) {
-    const float2 g = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gu + t * 2 * I + j));
-    const float2 u = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gu + t * 2 * I + I + j));
-    *reinterpret_cast<__nv_bfloat162*>(h + t * I + j) =
-        __floats2bfloat162_rn(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y);
+    float g[V], u[V], y[V];
+    load_bf16<V>(gu + t * 2 * I + j, g);
+    load_bf16<V>(gu + t * 2 * I + I + j, u);
+#pragma unroll
+    for (int e = 0; e < V; ++e) y[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
+    store_bf16<V>(h + t * ldh + j, y);
   }
 }
 
+template <int V>
 __global__ void swiglu_fused_bwd_kernel(const bf16* gu, const bf16* dh, bf16* dgu, int64_t T_, int64_t I) {
-  const int64_t j = 2 * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x);
+  const int64_t j = V * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x);
   if (j >= I) return;
   for (int64_t t = blockIdx.y; t < T_; t += gridDim.y) {
-    const float2 g = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gu + t * 2 * I + j));
-    const float2 u = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gu + t * 2 * I + I + j));
-    const float2 d = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dh + t * I + j));
-    const float sx = 1.0f / (1.0f + expf(-g.x)), sy = 1.0f / (1.0f + expf(-g.y));
-    *reinterpret_cast<__nv_bfloat162*>(dgu + t * 2 * I + j) = __floats2bfloat162_rn(
-        d.x * u.x * sx * (1.0f + g.x * (1.0f - sx)), d.y * u.y * sy * (1.0f + g.y * (1.0f - sy)));
-    *reinterpret_cast<__nv_bfloat162*>(dgu + t * 2 * I + I + j) =
-        __floats2bfloat162_rn(d.x * g.x * sx, d.y * g.y * sy);
+    float g[V], u[V], d[V], dg[V], du[V];
+    load_bf16<V>(gu + t * 2 * I + j, g);
+    load_bf16<V>(gu + t * 2 * I + I + j, u);
+    load_bf16<V>(dh + t * I + j, d);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float sg = 1.0f / (1.0f + expf(-g[e]));
+      dg[e] = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
+      du[e] = d[e] * g[e] * sg;
+    }
+    store_bf16<V>(dgu + t * 2 * I + j, dg);
+    store_bf16<V>(dgu + t * 2 * I + I + j, du);
   }
 }
 
-dim3 fused_grid(int64_t T_, int64_t I) {
-  return dim3(unsigned((I / 2 + 127) / 128), unsigned(T_ < 65535 ? T_ : 65535));
+dim3 fused_grid(int64_t T_, int64_t I, int V) {
+  return dim3(unsigned((I / V + 127) / 128), unsigned(T_ < 65535 ? T_ : 65535));
 }
 
 }  // namespace
 
-void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I) {
+void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I, int64_t ldh) {
   if (T * I == 0) return;
   TUNE_CHECK(I % 2 == 0) << "swiglu_fused_fwd: odd width " << I;
-  swiglu_fused_fwd_kernel<<<fused_grid(T, I), 128>>>(static_cast<const bf16*>(gu), static_cast<bf16*>(h), T, I);
+  if (ldh == 0) ldh = I;
+  auto go = [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    swiglu_fused_fwd_kernel<V><<<fused_grid(T, I, V), 128>>>(static_cast<const bf16*>(gu), static_cast<bf16*>(h), T,
+                                                             I, ldh);
+  };
+  if (bf16_vec_fits(8, {gu, h}, {I, ldh})) go(std::integral_constant<int, 8>{});
+  else go(std::integral_constant<int, 2>{});
   TUNE_CUDA_LAUNCHED();
 }
 
 void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I) {
   if (T * I == 0) return;
   TUNE_CHECK(I % 2 == 0) << "swiglu_fused_bwd: odd width " << I;
-  swiglu_fused_bwd_kernel<<<fused_grid(T, I), 128>>>(static_cast<const bf16*>(gu), static_cast<const bf16*>(dh),
-                                                     static_cast<bf16*>(dgu), T, I);
+  auto go = [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    swiglu_fused_bwd_kernel<V><<<fused_grid(T, I, V), 128>>>(
+        static_cast<const bf16*>(gu), static_cast<const bf16*>(dh), static_cast<bf16*>(dgu), T, I);
+  };
+  if (bf16_vec_fits(8, {gu, dh, dgu}, {I})) go(std::integral_constant<int, 8>{});
+  else go(std::integral_constant<int, 2>{});
   TUNE_CUDA_LAUNCHED();
 }
 
