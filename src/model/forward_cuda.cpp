@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -44,6 +45,7 @@
 #include "ops/gdn_qkv.h"
 #include "ops/gemm.h"
 #include "ops/lm_head_loss.h"
+#include "ops/lora_pack.h"
 #include "ops/moe_dispatch.h"
 #include "ops/moe_route.h"
 #include "ops/moe_shared_gate.h"
@@ -132,9 +134,16 @@ int64_t round_up(int64_t n, int64_t a) {
   return (n + a - 1) / a * a;
 }
 
-void upload(void* dst, const Tensor& t, DType dt) {
+// t (rows, cols) into device rows `ld` elements apart (0: cols).
+void upload(void* dst, const Tensor& t, DType dt, int64_t ld = 0) {
   const Tensor h = t.to(dt, Device::CPU);
-  CUDA_CHECK(cudaMemcpy(dst, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
+  const int64_t cols = h.shape().ndim == 0 ? 1 : h.shape()[-1], es = int64_t(dtype_bytes(dt, 1));
+  if (ld == 0 || ld == cols) {
+    CUDA_CHECK(cudaMemcpy(dst, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
+    return;
+  }
+  CUDA_CHECK(cudaMemcpy2D(dst, size_t(ld * es), h.data(), size_t(cols * es), size_t(cols * es),
+                          size_t(h.numel() / cols), cudaMemcpyHostToDevice));
 }
 
 // One LoRA target inside the flat parameter buffer; A offsets of a group are consecutive.
@@ -149,11 +158,14 @@ struct LoraSlot {
   int64_t split = 0, col2 = 0, head_dim = 0;
 };
 
-// Targets that share an input: their A's form one (n r, in) matrix at `a`.
+// Targets that share an input: their A's form one (n r, in) matrix at `a`. A folded group (kx = n r > 0, see
+// ops/lora_pack.h) keeps u = x A^T in kx columns beside each input row and s B in kx columns beside each row of
+// the frozen weight, so its forward is one product over in + kx; other groups add s u B^T in a second pass.
 struct LoraGroup {
   std::vector<LoraTarget> targets;
-  int64_t a = 0, in = 0;
+  int64_t a = 0, in = 0, kx = 0;
   int64_t n() const { return int64_t(targets.size()); }
+  int64_t ld() const { return in + kx; }  // row stride of the input and of the weight
 };
 
 // Row `row` of a split slot's adapter B (per head [query (d) | gate (d)]) -> its row in the device copy.
@@ -259,6 +271,9 @@ struct CudaLoraModel::Impl {
   int64_t off_h = 0, off_dh = 0, off_dqk = 0, off_dqkv = 0;
   int64_t off_gy = 0, off_ggo = 0, off_gq = 0, off_gk = 0, off_gv = 0, off_gconv = 0;
   DeviceBuffer fa_ws;
+  // lora_pack_b's segments (device) for the folded groups: n_pack of them, none longer than pack_rows.
+  DeviceBuffer pack_segs;
+  int64_t n_pack = 0, pack_rows = 0;
   // Contiguous q/k/v copies for head dims the fused attention does not cover (the reference kernel's layout).
   DeviceBuffer cq, ck, cv, cdq, cdk, cdv;
 
@@ -341,6 +356,11 @@ struct CudaLoraModel::Impl {
     offload = o.offload;
     k_att.on = o.keep_attention && flash && k_att.n > 0;  // the reference attention keeps no lse: it recomputes
     k_go.on = o.keep_attention && k_go.n > 0;
+    layers.resize(size_t(c.num_layers));
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      layers[size_t(l)].mix = c.layers[size_t(l)].mixer;
+      layers[size_t(l)].ffn = c.layers[size_t(l)].ffn;
+    }
   }
 
   void alloc_weights() {
@@ -349,10 +369,8 @@ struct CudaLoraModel::Impl {
     out_norm = dev(H * 4);
     if (!c.tie_word_embeddings) head = dev(V * H * 2);
     mem.weights += emb.bytes + out_norm.bytes + head.bytes;
-    layers.resize(size_t(L));
     for (int64_t l = 0; l < L; ++l) {
       Layer& ly = layers[size_t(l)];
-      ly.mix = c.layers[size_t(l)].mixer;
       if (ly.mix == MixerKind::GatedDeltaNet) {
         ly.ld_in = Ncv;
         ly.w_in = dev(Ncv * H * 2);
@@ -364,15 +382,14 @@ struct CudaLoraModel::Impl {
         ly.gnorm = dev(dv * 4);
       } else {
         ly.ld_in = ly.mix == MixerKind::GatedAttention ? Nqkv + nH * d : Nqkv;
-        ly.w_in = dev(ly.ld_in * H * 2);
+        ly.w_in = dev(ly.ld_in * ly.in.ld() * 2);
         if (c.attention_bias) ly.b_in = dev(Nqkv * 2);
-        ly.wo = dev(H * nH * d * 2);
+        ly.wo = dev(H * ly.out.ld() * 2);
         if (c.qk_norm) {
           ly.q_norm = dev(d * 4);
           ly.k_norm = dev(d * 4);
         }
       }
-      ly.ffn = c.layers[size_t(l)].ffn;
       if (ly.ffn == FfnKind::Moe) {
         ly.router = dev(E * H * 2);
         ly.exp_gu = dev(E * 2 * Im * H * 2);
@@ -383,8 +400,8 @@ struct CudaLoraModel::Impl {
           ly.sh_gate = dev(H * 2);
         }
       } else {
-        ly.wgu = dev(2 * I * H * 2);
-        ly.wd = dev(H * I * 2);
+        ly.wgu = dev(2 * I * ly.gu.ld() * 2);
+        ly.wd = dev(H * ly.down.ld() * 2);
       }
       ly.attn_norm = dev(H * 4);
       ly.ffn_norm = dev(H * 4);
@@ -408,7 +425,8 @@ struct CudaLoraModel::Impl {
     };
     for (int64_t l = 0; l < c.num_layers; ++l) {
       Layer& ly = layers[size_t(l)];
-      auto group = [&](LoraGroup& g, std::initializer_list<LoraTarget> ts, int64_t in) {
+      // fold: the group may keep its LoRA inside the frozen product (its input buffer has room for u).
+      auto group = [&](LoraGroup& g, std::initializer_list<LoraTarget> ts, int64_t in, bool fold = false) {
         g.in = in;
         int64_t col = 0;
         for (LoraTarget t : ts) {
@@ -427,6 +445,7 @@ struct CudaLoraModel::Impl {
             g.targets.push_back(t);
           }
         }
+        g.kx = fold && g.n() > 0 && g.n() * r % 8 == 0 ? g.n() * r : 0;  // 16-byte rows for the products
         g.a = off;
         for (size_t i = 0; i < g.targets.size(); ++i) ly.lora[size_t(g.targets[i])].a = g.a + int64_t(i) * r * in;
         take(g.n() * r * in);
@@ -437,7 +456,7 @@ struct CudaLoraModel::Impl {
         group(ly.in2, {LoraTarget::LinZ, LoraTarget::LinB, LoraTarget::LinA}, H);
         group(ly.out, {LoraTarget::LinOut}, Vd);
       } else {
-        group(ly.in, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H);
+        group(ly.in, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H, true);
         group(ly.out, {LoraTarget::O}, nH * d);
       }
       if (ly.ffn == FfnKind::Moe) {  // the shared expert's, the FFN's dense part; then each expert's pair
@@ -454,8 +473,8 @@ struct CudaLoraModel::Impl {
           sl.b = take(E * out * r);
         }
       } else {
-        group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H);
-        group(ly.down, {LoraTarget::Down}, I);
+        group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H, true);
+        group(ly.down, {LoraTarget::Down}, I, true);
       }
     }
     nparams = off;
@@ -499,7 +518,14 @@ struct CudaLoraModel::Impl {
         for (cudaEvent_t& e : ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
       }
     }
-    xn = bf(T * H);
+    // Row strides of the folded groups' inputs (with their LoRA columns): xn, xn2, h.
+    int64_t ld_xn = H, ld_xn2 = H, ld_h = I;
+    for (const Layer& ly : layers) {
+      ld_xn = std::max(ld_xn, ly.in.ld());
+      ld_xn2 = std::max(ld_xn2, ly.gu.ld());
+      ld_h = std::max(ld_h, ly.down.ld());
+    }
+    xn = bf(T * ld_xn);
     qkv = bf(T * max_in);
     qk = bf(T * Nqk);
     att = bf((k_att.on ? 2 : 1) * T * nH * d);
@@ -507,7 +533,7 @@ struct CudaLoraModel::Impl {
     k_att.parts = {{att.at(0), T * nH * d * 2, nH * d * 2}, {lse.at(0), nH * T * 4, nH * 4}};
     ybuf = bf(T * std::max(has_gated ? nH * d : 0, Vd));
     xmid = bf(T * H);
-    xn2 = bf(C * H);
+    xn2 = bf(C * ld_xn2);
     u_in = bf(T * 3 * r);
     u_o = bf(T * r);
     u_gu = bf(C * 2 * r);
@@ -583,7 +609,7 @@ struct CudaLoraModel::Impl {
     }
     auto al = [](int64_t b) { return round_up(b, 256); };
     off_h = al(C * 2 * I * 2);
-    off_dh = off_h + al(C * I * 2);
+    off_dh = off_h + al(C * ld_h * 2);
     const int64_t ffn = off_dh + al(C * I * 2);
     off_dqk = al(T * nH * d * 2);
     off_dqkv = off_dqk + al(T * Nqk * 2);
@@ -638,10 +664,10 @@ struct CudaLoraModel::Impl {
     cuda::gemm(T, N, K, 1.0f, {a, lda, false}, {W, K, true}, DType::BF16, beta, beta != 0.0f ? (C ? C : D) : nullptr,
                D, ldd, DType::BF16, bias);
   }
-  // D (T, K) [ldd] (+)= dy (T, N) [ldy] W, W (N, K) bf16: the input gradient of a linear.
-  static void mm_t(int64_t T, int64_t N, int64_t K, const void* dy, int64_t ldy, const void* W, void* D, int64_t ldd,
-                   float beta = 0.0f) {
-    cuda::gemm(T, K, N, 1.0f, {dy, ldy, false}, {W, K, false}, DType::BF16, beta, beta != 0.0f ? D : nullptr, D,
+  // D (T, K) [ldd] (+)= dy (T, N) [ldy] W, W (N, K) [ldw] bf16: the input gradient of a linear.
+  static void mm_t(int64_t T, int64_t N, int64_t K, const void* dy, int64_t ldy, const void* W, int64_t ldw, void* D,
+                   int64_t ldd, float beta = 0.0f) {
+    cuda::gemm(T, K, N, 1.0f, {dy, ldy, false}, {W, ldw, false}, DType::BF16, beta, beta != 0.0f ? D : nullptr, D,
                ldd, DType::BF16);
   }
 
@@ -654,12 +680,43 @@ struct CudaLoraModel::Impl {
     return {{sl.split, 0, sl.col}, {sl.out - sl.split, sl.split, sl.col2}};
   }
 
-  // LoRA forward of a group with input a (T, in): u = a A_grp^T (T, n r); y[:, col_t] += s u_t B_t^T.
-  void lora_fwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* a, int64_t lda, void* u, void* y,
-                int64_t ldy) {
+  // The linear products of a LoRA group g with weight W (N, g.ld()). Forward: y (T, N) [ldy] (+)= a W^T + the
+  // targets' s u_t B_t^T in y's columns col_t, a (T, g.ld()) the input; folded groups first put u = a A^T in a's
+  // extra columns, the others leave u (T, n r) in `u`.
+  void linear_fwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, void* a, void* u,
+                  void* y, int64_t ldy, float beta = 0.0f, const void* C = nullptr, const void* bias = nullptr) {
+    if (g.kx > 0) {
+      lora_u(g, T, a);
+      mm(T, N, g.ld(), a, g.ld(), W, y, ldy, beta, C, bias);
+      return;
+    }
+    mm(T, N, g.in, a, g.in, W, y, ldy, beta, C, bias);
+    lora_fwd(ly, g, T, a, u, y, ldy);
+  }
+
+  // Backward: da (T, in) (+)= dy W (dy (T, N) [ldy]) and the group's share through its LoRA, and the A/B
+  // gradients, given the forward's a and u (a's LoRA columns for folded groups). The input gradient does not use
+  // the folded columns: dy [W | s B] has as many output columns as [x | u], and cuBLAS tiles an input width plus
+  // n r columns worse (+23% for qwen3-4b's gate|up) than it gains by making s dy B in the same pass.
+  void linear_bwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, const void* dy,
+                  int64_t ldy, const void* a, const void* u, void* da, float beta = 0.0f) {
+    if (g.kx > 0) lora_bwd(ly, g, T, dy, ldy, a, g.ld(), static_cast<const char*>(a) + g.in * 2, g.ld());
+    else lora_bwd(ly, g, T, dy, ldy, a, g.in, u, g.n() * r);
+    mm_t(T, N, g.in, dy, ldy, W, g.ld(), da, g.in, beta);
+    lora_dx(g, T, da, g.in);
+  }
+
+  // u = a A_grp^T into the folded group's columns of a.
+  void lora_u(const LoraGroup& g, int64_t T, void* a) {
+    cuda::gemm(T, g.kx, g.in, 1.0f, {a, g.ld(), false}, {Ab(g.a), g.in, true}, DType::BF16, 0.0f, nullptr,
+               static_cast<char*>(a) + g.in * 2, g.ld(), DType::BF16);
+  }
+
+  // Unfolded LoRA forward: u = a A_grp^T (T, n r); y[:, col_t] += s u_t B_t^T.
+  void lora_fwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* a, void* u, void* y, int64_t ldy) {
     if (g.n() == 0) return;
     const int64_t nr = g.n() * r;
-    cuda::gemm(T, nr, g.in, 1.0f, {a, lda, false}, {Ab(g.a), g.in, true}, DType::BF16, 0.0f, nullptr, u, nr,
+    cuda::gemm(T, nr, g.in, 1.0f, {a, g.in, false}, {Ab(g.a), g.in, true}, DType::BF16, 0.0f, nullptr, u, nr,
                DType::BF16);
     for (int64_t i = 0; i < g.n(); ++i) {
       const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
@@ -671,10 +728,10 @@ struct CudaLoraModel::Impl {
     }
   }
 
-  // LoRA backward of a group, given dy (T, ldy) of the fused output, the input a and the forward's u:
-  // dB_t += s dy_t^T u_t, g_t = s dy_t B_t (left in g_lora for lora_dx), dA_grp += g^T a.
+  // LoRA backward of a group, given dy (T, ldy) of the fused output, the input a [lda] and the forward's u
+  // (T, n r) [ldu]: dB_t += s dy_t^T u_t, g_t = s dy_t B_t (left in g_lora for lora_dx), dA_grp += g^T a.
   void lora_bwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* dy, int64_t ldy, const void* a,
-                int64_t lda, const void* u) {
+                int64_t lda, const void* u, int64_t ldu) {
     if (g.n() == 0) return;
     const int64_t nr = g.n() * r;
     float* Gp = G.as<float>();
@@ -684,7 +741,7 @@ struct CudaLoraModel::Impl {
       for (const BPart& p : b_parts(sl)) {
         const void* dyc = static_cast<const char*>(dy) + p.col * 2;
         float* dB = Gp + sl.b + p.row0 * r;
-        cuda::gemm(p.rows, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, nr, false},
+        cuda::gemm(p.rows, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, ldu, false},
                    DType::BF16, 1.0f, dB, dB, r, DType::F32);
         void* gi = g_lora.at(i * r * 2);
         cuda::gemm(T, r, p.rows, s, {dyc, ldy, false}, {Ab(sl.b + p.row0 * r), r, false}, DType::BF16, beta,
@@ -696,7 +753,7 @@ struct CudaLoraModel::Impl {
                g.in, DType::F32);
   }
 
-  // da (T, in) += g A_grp with the g of the group's lora_bwd; runs after the base product that overwrites da.
+  // da (T, in) [ldda] += g A_grp with the g of the group's lora_bwd; runs after the base product that overwrites da.
   void lora_dx(const LoraGroup& g, int64_t T, void* da, int64_t ldda) {
     if (g.n() == 0) return;
     const int64_t nr = g.n() * r;
@@ -758,7 +815,7 @@ struct CudaLoraModel::Impl {
   // The mixer of layer l from x_in: xn, its activations and xmid = x_in + mixer(xn).
   void mixer_fwd(int64_t l, int64_t T, const void* x_in, bool recompute) {
     const Layer& ly = layers[size_t(l)];
-    cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, norm_eps(), zc(), xn.p, T, H, DType::BF16, DType::F32);
+    cuda::rmsnorm_fwd(x_in, ly.attn_norm.p, norm_eps(), zc(), xn.p, T, H, DType::BF16, DType::F32, ly.in.ld());
     if (ly.mix == MixerKind::GatedDeltaNet) {
       gdn_fwd(ly, gdn_index[size_t(l)], T, x_in, recompute);
     } else {
@@ -770,31 +827,27 @@ struct CudaLoraModel::Impl {
   // kept outputs, att and lse are already back from the host and the attention itself is skipped.
   void attn_fwd(const Layer& ly, int64_t a, int64_t T, const void* x_in, bool recompute) {
     const int64_t ld = ly.ld_in;
-    mm(T, ld, H, xn.p, H, ly.w_in.p, qkv.p, ld, 0.0f, nullptr, ly.b_in.p);
-    lora_fwd(ly, ly.in, T, xn.p, H, u_in.p, qkv.p, ld);
+    linear_fwd(ly, ly.in, ly.w_in.p, ld, T, xn.p, u_in.p, qkv.p, ld, 0.0f, nullptr, ly.b_in.p);
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, ld, qk.p, Nqk);
     if (!(recompute && k_att.on)) {
       if (!recompute) kept_slot_free(k_att, a);
       attention_fwd(a, T, ld);
       if (!recompute) kept_save(k_att, a, T);
     }
-    const void* y = att_at(a);
+    void* y = att_at(a);
     if (ly.mix == MixerKind::GatedAttention) {
       cuda::sigmoid_gate_fwd(att_at(a), nH * d, qkv.at(Nqkv * 2), ld, ybuf.p, nH * d, T, nH * d);
       y = ybuf.p;
     }
-    mm(T, H, nH * d, y, nH * d, ly.wo.p, xmid.p, H, 1.0f, x_in);
-    lora_fwd(ly, ly.out, T, y, nH * d, u_o.p, xmid.p, H);
+    linear_fwd(ly, ly.out, ly.wo.p, H, T, y, u_o.p, xmid.p, H, 1.0f, x_in);
   }
 
   // Gated DeltaNet half of DeltaNet layer g: proj (in qkv), zba, convo, gq/gk/gv, beta, gdec, go, ybuf and xmid.
   // In the backward's recompute with kept outputs, go is back from the host and the recurrence is skipped (its
   // backward recomputes the chunk states itself).
   void gdn_fwd(const Layer& ly, int64_t g, int64_t T, const void* x_in, bool recompute) {
-    mm(T, Ncv, H, xn.p, H, ly.w_in.p, qkv.p, Ncv);
-    lora_fwd(ly, ly.in, T, xn.p, H, u_in.p, qkv.p, Ncv);
-    mm(T, Nzba, H, xn.p, H, ly.w_in2.p, zba.p, Nzba);
-    lora_fwd(ly, ly.in2, T, xn.p, H, u_in2.p, zba.p, Nzba);
+    linear_fwd(ly, ly.in, ly.w_in.p, Ncv, T, xn.p, u_in.p, qkv.p, Ncv);
+    linear_fwd(ly, ly.in2, ly.w_in2.p, Nzba, T, xn.p, u_in2.p, zba.p, Nzba);
     cuda::conv1d_causal_fwd(qkv.p, ly.conv.p, doc_start.as<int32_t>(), convo.p, T, Ncv, Kc, DType::BF16, DType::F32);
     cuda::gdn_qkv_fwd(convo.p, Ncv, gq.p, gk.p, gv.p, T, nK, nV, dk, dv);
     cuda::gdn_gates_fwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), beta.as<float>(),
@@ -806,26 +859,25 @@ struct CudaLoraModel::Impl {
       if (!recompute) kept_save(k_go, g, T);
     }
     cuda::gated_rmsnorm_fwd(go_at(g), zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), ybuf.p, T, nV, dv);
-    mm(T, H, Vd, ybuf.p, Vd, ly.wo.p, xmid.p, H, 1.0f, x_in);
-    lora_fwd(ly, ly.out, T, ybuf.p, Vd, u_o.p, xmid.p, H);
+    linear_fwd(ly, ly.out, ly.wo.p, H, T, ybuf.p, u_o.p, xmid.p, H, 1.0f, x_in);
   }
 
   // FFN of the n tokens from t0, forward: xn2, gu, h of the chunk (and the LoRA u's); x_out rows += when given.
   void ffn_fwd(int64_t l, int64_t t0, int64_t n, void* x_out) {
     const Layer& ly = layers[size_t(l)];
     const char* xm = xmid.at(t0 * H * 2);
-    cuda::rmsnorm_fwd(xm, ly.ffn_norm.p, norm_eps(), zc(), xn2.p, n, H, DType::BF16, DType::F32);
+    cuda::rmsnorm_fwd(xm, ly.ffn_norm.p, norm_eps(), zc(), xn2.p, n, H, DType::BF16, DType::F32, ly.gu.ld());
     if (ly.ffn == FfnKind::Moe) {
       moe_fwd(ly, n, xm, x_out ? static_cast<char*>(x_out) + t0 * H * 2 : nullptr);
       return;
     }
-    mm(n, 2 * I, H, xn2.p, H, ly.wgu.p, gu(), 2 * I);
-    lora_fwd(ly, ly.gu, n, xn2.p, H, u_gu.p, gu(), 2 * I);
-    cuda::swiglu_fused_fwd(gu(), h(), n, I);
+    linear_fwd(ly, ly.gu, ly.wgu.p, 2 * I, n, xn2.p, u_gu.p, gu(), 2 * I);
+    cuda::swiglu_fused_fwd(gu(), h(), n, I, ly.down.ld());
     if (x_out) {
       char* xo = static_cast<char*>(x_out) + t0 * H * 2;
-      mm(n, H, I, h(), I, ly.wd.p, xo, H, 1.0f, xm);
-      lora_fwd(ly, ly.down, n, h(), I, u_d.p, xo, H);
+      linear_fwd(ly, ly.down, ly.wd.p, H, n, h(), u_d.p, xo, H, 1.0f, xm);
+    } else if (ly.down.kx > 0) {  // the backward needs u only
+      lora_u(ly.down, n, h());
     } else if (ly.down.n() > 0) {
       cuda::gemm(n, r, I, 1.0f, {h(), I, false}, {Ab(ly.down.a), I, true}, DType::BF16, 0.0f, nullptr, u_d.p, r,
                  DType::BF16);
@@ -844,14 +896,9 @@ struct CudaLoraModel::Impl {
                                  dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
       return;
     }
-    lora_bwd(ly, ly.down, n, dy, H, h(), I, u_d.p);
-    mm_t(n, H, I, dy, H, ly.wd.p, dh(), I);
-    lora_dx(ly.down, n, dh(), I);
+    linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, H, h(), u_d.p, dh());
     cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I);  // dgu overwrites gu in place
-    void* dgu = gu();
-    lora_bwd(ly, ly.gu, n, dgu, 2 * I, xn2.p, H, u_gu.p);
-    mm_t(n, 2 * I, H, dgu, 2 * I, ly.wgu.p, dx, H);
-    lora_dx(ly.gu, n, dx, H);
+    linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu(), 2 * I, xn2.p, u_gu.p, dx);
     cuda::rmsnorm_bwd_residual(xmid.at(t0 * H * 2), ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
                                dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
   }
@@ -895,11 +942,9 @@ struct CudaLoraModel::Impl {
     cuda::gemm_grouped(E, m_counts.data(), H, Im, hs.p, Im, ly.exp_d.p, H * Im, true, 1.0f, 0.0f, ys.p, H);
     expert_lora_fwd(ly.lora[size_t(LoraTarget::ExpertsDown)], hs.p, e_ud.p, ys.p);
     if (Ish > 0) {
-      mm(n, 2 * Ish, H, xn2.p, H, ly.sh_gu.p, sh_gub.p, 2 * Ish);
-      lora_fwd(ly, ly.gu, n, xn2.p, H, u_gu.p, sh_gub.p, 2 * Ish);
+      linear_fwd(ly, ly.gu, ly.sh_gu.p, 2 * Ish, n, xn2.p, u_gu.p, sh_gub.p, 2 * Ish);
       cuda::swiglu_fused_fwd(sh_gub.p, sh_h.p, n, Ish);
-      mm(n, H, Ish, sh_h.p, Ish, ly.sh_d.p, sh_y.p, H);
-      lora_fwd(ly, ly.down, n, sh_h.p, Ish, u_d.p, sh_y.p, H);
+      linear_fwd(ly, ly.down, ly.sh_d.p, H, n, sh_h.p, u_d.p, sh_y.p, H);
     }
     if (x_out) {
       CUDA_CHECK(cudaMemcpyAsync(x_out, xm, size_t(n * H * 2), cudaMemcpyDeviceToDevice));
@@ -927,16 +972,12 @@ struct CudaLoraModel::Impl {
     cuda::moe_route_bwd(m_logits.p, c.norm_topk_prob, m_experts.as<int32_t>(), m_dweights.p, m_dlogits.p, n, E, kx,
                         DType::F32);
     cuda::cast_f32_to_bf16(m_dlogits.as<float>(), m_dlogits_b.p, n * E);
-    mm_t(n, E, H, m_dlogits_b.p, E, ly.router.p, dx, H, 1.0f);
+    mm_t(n, E, H, m_dlogits_b.p, E, ly.router.p, H, dx, H, 1.0f);
     if (Ish > 0) {
       cuda::moe_shared_gate_bwd(ly.sh_gate.p, sh_y.p, sh_logit.as<float>(), dy, n, H, dsh_y.p, dx);
-      lora_bwd(ly, ly.down, n, dsh_y.p, H, sh_h.p, Ish, u_d.p);
-      mm_t(n, H, Ish, dsh_y.p, H, ly.sh_d.p, dsh_h.p, Ish);
-      lora_dx(ly.down, n, dsh_h.p, Ish);
+      linear_bwd(ly, ly.down, ly.sh_d.p, H, n, dsh_y.p, H, sh_h.p, u_d.p, dsh_h.p);
       cuda::swiglu_fused_bwd(sh_gub.p, dsh_h.p, sh_gub.p, n, Ish);
-      lora_bwd(ly, ly.gu, n, sh_gub.p, 2 * Ish, xn2.p, H, u_gu.p);
-      mm_t(n, 2 * Ish, H, sh_gub.p, 2 * Ish, ly.sh_gu.p, dx, H, 1.0f);
-      lora_dx(ly.gu, n, dx, H);
+      linear_bwd(ly, ly.gu, ly.sh_gu.p, 2 * Ish, n, sh_gub.p, 2 * Ish, xn2.p, u_gu.p, dx, 1.0f);
     }
   }
 
@@ -957,17 +998,13 @@ struct CudaLoraModel::Impl {
     const int64_t ld = ly.ld_in;
     const bool gated = ly.mix == MixerKind::GatedAttention;
     const void* y = gated ? ybuf.p : att_at(a);
-    lora_bwd(ly, ly.out, T, dres_b.p, H, y, nH * d, u_o.p);
-    mm_t(T, H, nH * d, dres_b.p, H, ly.wo.p, datt(), nH * d);
-    lora_dx(ly.out, T, datt(), nH * d);
+    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, H, y, u_o.p, datt());
     if (gated)  // datt becomes the gradient of the ungated output, in place; the gate's lands in dqkv
       cuda::sigmoid_gate_bwd(att_at(a), nH * d, qkv.at(Nqkv * 2), ld, datt(), nH * d, datt(), nH * d,
                              static_cast<char*>(dqkv()) + Nqkv * 2, ld, T, nH * d);
     attention_bwd(a, T, ld);
     cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv.p, ld, dqk(), Nqk, dqkv(), ld);
-    lora_bwd(ly, ly.in, T, dqkv(), ld, xn.p, H, u_in.p);
-    mm_t(T, ld, H, dqkv(), ld, ly.w_in.p, dxn.p, H);
-    lora_dx(ly.in, T, dxn.p, H);
+    linear_bwd(ly, ly.in, ly.w_in.p, ld, T, dqkv(), ld, xn.p, u_in.p, dxn.p);
   }
 
   // Gated DeltaNet backward: dres_b -> dxn.
@@ -975,9 +1012,7 @@ struct CudaLoraModel::Impl {
     char *dzba = region.at(0), *dY = region.at(off_gy), *dGO = region.at(off_ggo), *dq = region.at(off_gq),
          *dk_p = region.at(off_gk), *dv_p = region.at(off_gv), *dconv = region.at(off_gconv);
     char* dproj = dY;  // dY .. dv are spent once conv1d's backward runs
-    lora_bwd(ly, ly.out, T, dres_b.p, H, ybuf.p, Vd, u_o.p);
-    mm_t(T, H, Vd, dres_b.p, H, ly.wo.p, dY, Vd);
-    lora_dx(ly.out, T, dY, Vd);
+    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, H, ybuf.p, u_o.p, dY);
     cuda::gated_rmsnorm_bwd(go_at(g), zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), dY, dGO, dzba, T, nV, dv);
     cuda::gated_delta_rule_bwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(), dGO, dq,
                                dk_p, dv_p, dgdec.as<float>(), dbeta.as<float>(), gdr_ws.p, T, nV, dk, dv, nullptr);
@@ -986,12 +1021,8 @@ struct CudaLoraModel::Impl {
     cuda::gdn_qkv_bwd(convo.p, Ncv, dq, dk_p, dv_p, dconv, Ncv, T, nK, nV, dk, dv);
     cuda::conv1d_causal_bwd(qkv.p, ly.conv.p, doc_start.as<int32_t>(), dconv, dproj, nullptr, T, Ncv, Kc, DType::BF16,
                             DType::F32);
-    lora_bwd(ly, ly.in2, T, dzba, Nzba, xn.p, H, u_in2.p);
-    mm_t(T, Nzba, H, dzba, Nzba, ly.w_in2.p, dxn.p, H);
-    lora_dx(ly.in2, T, dxn.p, H);
-    lora_bwd(ly, ly.in, T, dproj, Ncv, xn.p, H, u_in.p);
-    mm_t(T, Ncv, H, dproj, Ncv, ly.w_in.p, dxn.p, H, 1.0f);
-    lora_dx(ly.in, T, dxn.p, H);
+    linear_bwd(ly, ly.in2, ly.w_in2.p, Nzba, T, dzba, Nzba, xn.p, u_in2.p, dxn.p);
+    linear_bwd(ly, ly.in, ly.w_in.p, Ncv, T, dproj, Ncv, xn.p, u_in.p, dxn.p, 1.0f);
   }
 
   // Checkpoint traffic with offload (no-ops otherwise). After the main stream wrote checkpoint l: copy it out.
@@ -1139,28 +1170,29 @@ struct CudaLoraModel::Impl {
         upload(ly.dt_bias.p, lw.ssm_dt_bias, DType::F32);
         upload(ly.gnorm.p, lw.ssm_norm, DType::F32);
       } else {
-        const int64_t qn = nH * d * H, kn = nKV * d * H;
+        const int64_t ldw = ly.in.ld();  // w_in's row stride
         if (ly.mix == MixerKind::GatedAttention) {
           // q_proj rows interleave [query_h | gate_h] per head: the queries go first, the gates after v.
           const Tensor q = lw.attn_q.to(DType::BF16, Device::CPU);
-          const size_t row = size_t(H) * 2;
+          const size_t row = size_t(H) * 2, pitch = size_t(ldw) * 2;
           for (int64_t hh = 0; hh < nH; ++hh) {
             const char* src = static_cast<const char*>(q.data()) + hh * 2 * d * int64_t(row);
-            CUDA_CHECK(cudaMemcpy(ly.w_in.at(hh * d * int64_t(row)), src, size_t(d) * row, cudaMemcpyHostToDevice));
-            CUDA_CHECK(cudaMemcpy(ly.w_in.at((Nqkv + hh * d) * int64_t(row)), src + d * int64_t(row), size_t(d) * row,
-                                  cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy2D(ly.w_in.at(hh * d * ldw * 2), pitch, src, row, row, size_t(d),
+                                    cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy2D(ly.w_in.at((Nqkv + hh * d) * ldw * 2), pitch, src + d * int64_t(row), row, row,
+                                    size_t(d), cudaMemcpyHostToDevice));
           }
         } else {
-          upload(ly.w_in.p, lw.attn_q, DType::BF16);
+          upload(ly.w_in.p, lw.attn_q, DType::BF16, ldw);
         }
-        upload(ly.w_in.at(qn * 2), lw.attn_k, DType::BF16);
-        upload(ly.w_in.at((qn + kn) * 2), lw.attn_v, DType::BF16);
+        upload(ly.w_in.at(nH * d * ldw * 2), lw.attn_k, DType::BF16, ldw);
+        upload(ly.w_in.at((nH + nKV) * d * ldw * 2), lw.attn_v, DType::BF16, ldw);
         if (c.attention_bias) {
           upload(ly.b_in.p, lw.attn_q_bias, DType::BF16);
           upload(ly.b_in.at(nH * d * 2), lw.attn_k_bias, DType::BF16);
           upload(ly.b_in.at(Nqk * 2), lw.attn_v_bias, DType::BF16);
         }
-        upload(ly.wo.p, lw.attn_output, DType::BF16);
+        upload(ly.wo.p, lw.attn_output, DType::BF16, ly.out.ld());
         if (c.qk_norm) {
           upload(ly.q_norm.p, lw.attn_q_norm, DType::F32);
           upload(ly.k_norm.p, lw.attn_k_norm, DType::F32);
@@ -1184,13 +1216,56 @@ struct CudaLoraModel::Impl {
           upload(ly.sh_gate.p, lw.ffn_gate_inp_shexp, DType::BF16);
         }
       } else {
-        upload(ly.wgu.p, lw.ffn_gate, DType::BF16);
-        upload(ly.wgu.at(I * H * 2), lw.ffn_up, DType::BF16);
-        upload(ly.wd.p, lw.ffn_down, DType::BF16);
+        upload(ly.wgu.p, lw.ffn_gate, DType::BF16, ly.gu.ld());
+        upload(ly.wgu.at(I * ly.gu.ld() * 2), lw.ffn_up, DType::BF16, ly.gu.ld());
+        upload(ly.wd.p, lw.ffn_down, DType::BF16, ly.down.ld());
       }
       upload(ly.attn_norm.p, lw.attn_norm, DType::F32);
       upload(ly.ffn_norm.p, lw.ffn_norm, DType::F32);
     }
+    zero_lora_columns();
+  }
+
+  // The folded groups' weights: (weight, its rows, its group).
+  std::vector<std::tuple<const DeviceBuffer*, int64_t, const LoraGroup*>> folded_weights() const {
+    std::vector<std::tuple<const DeviceBuffer*, int64_t, const LoraGroup*>> v;
+    for (const Layer& ly : layers)
+      for (auto [w, rows, g] : {std::tuple{&ly.w_in, ly.ld_in, &ly.in}, {&ly.wo, H, &ly.out},
+                                {&ly.wgu, 2 * I, &ly.gu}, {&ly.wd, H, &ly.down}})
+        if (g->kx > 0) v.emplace_back(w, rows, g);
+    return v;
+  }
+
+  // Zeros the LoRA columns of the folded weights (rows no target covers keep them so).
+  void zero_lora_columns() {
+    for (auto [w, rows, g] : folded_weights())
+      CUDA_CHECK(cudaMemset2D(w->at(g->in * 2), size_t(g->ld() * 2), 0, size_t(g->kx * 2), size_t(rows)));
+  }
+
+  // The B runs lora_pack_b copies into the folded weights: per target and B part, its rows at its output rows.
+  void plan_pack() {
+    std::vector<cuda::LoraPackSeg> segs;
+    for (const Layer& ly : layers)
+      for (auto [w, g] : {std::pair{&ly.w_in, &ly.in}, {&ly.wo, &ly.out}, {&ly.wgu, &ly.gu}, {&ly.wd, &ly.down}}) {
+        if (g->kx == 0) continue;
+        for (int64_t i = 0; i < g->n(); ++i) {
+          const LoraSlot& sl = ly.lora[size_t(g->targets[size_t(i)])];
+          for (const BPart& p : b_parts(sl)) {
+            segs.push_back({sl.b + p.row0 * r, w->at((p.col * g->ld() + g->in + i * r) * 2), g->ld(), p.rows});
+            pack_rows = std::max(pack_rows, p.rows);
+          }
+        }
+      }
+    n_pack = int64_t(segs.size());
+    pack_segs = dev(std::max<int64_t>(n_pack, 1) * int64_t(sizeof(cuda::LoraPackSeg)));
+    if (!dry && n_pack > 0)
+      CUDA_CHECK(cudaMemcpy(pack_segs.p, segs.data(), segs.size() * sizeof(cuda::LoraPackSeg), cudaMemcpyHostToDevice));
+  }
+
+  // After the fp32 masters changed: their bf16 copies and the folded weights' s B columns.
+  void params_changed() {
+    cuda::cast_f32_to_bf16(P.as<float>(), Pb.p, nparams);
+    cuda::lora_pack_b(P.as<float>(), static_cast<const cuda::LoraPackSeg*>(pack_segs.p), n_pack, pack_rows, r, s);
   }
 
   // Matrices ~ N(0, 0.02) (MoE: router, experts and the shared expert too); norms the identity (weight 1, or 0
@@ -1211,7 +1286,7 @@ struct CudaLoraModel::Impl {
     for (Layer& ly : layers) {
       for (const DeviceBuffer* b : {&ly.w_in, &ly.b_in, &ly.w_in2, &ly.wo, &ly.wgu, &ly.wd, &ly.router, &ly.exp_gu,
                                     &ly.exp_d, &ly.sh_gu, &ly.sh_d, &ly.sh_gate})
-        normal(*b);
+        normal(*b);  // the folded LoRA columns too: zeroed below
       for (const DeviceBuffer* b : {&ly.attn_norm, &ly.ffn_norm, &ly.q_norm, &ly.k_norm}) constant(*b, norm_one);
       if (ly.mix == MixerKind::GatedDeltaNet) {
         std::vector<float> taps(static_cast<size_t>(Ncv * Kc));
@@ -1224,6 +1299,7 @@ struct CudaLoraModel::Impl {
         constant(ly.gnorm, 1.0f);
       }
     }
+    zero_lora_columns();
     CUDA_CHECK(cudaDeviceSynchronize());
   }
 
@@ -1241,7 +1317,7 @@ struct CudaLoraModel::Impl {
         copy_b(sl, w.B.f32(), host.data() + sl.b, true);
       }
     CUDA_CHECK(cudaMemcpy(P.p, host.data(), size_t(nparams) * 4, cudaMemcpyHostToDevice));
-    cuda::cast_f32_to_bf16(P.as<float>(), Pb.p, nparams);
+    params_changed();
   }
 
   // B (out, r) between the adapter's row order and the device's (regrouped for split slots).
@@ -1282,8 +1358,8 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   CudaLoraModel::Impl plan;
   plan.dry = true;
   plan.init_shape(c, lora, o);
-  plan.alloc_weights();
   plan.plan_lora();
+  plan.alloc_weights();
   plan.alloc_activations();
   if (budget_bytes <= 0) {
     size_t free_b = 0, total_b = 0;
@@ -1303,9 +1379,10 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
 CudaLoraModel::CudaLoraModel(const Model& model, const LoraAdapter& adapter, const CudaPlanOptions& plan)
     : impl_(std::make_unique<Impl>()) {
   impl_->init_shape(model.config, adapter.config, plan);
-  impl_->alloc_weights();
   impl_->plan_lora();
+  impl_->alloc_weights();
   impl_->alloc_activations();
+  impl_->plan_pack();
   impl_->upload_weights(model);
   impl_->upload_adapter(adapter);
 }
@@ -1314,9 +1391,10 @@ CudaLoraModel::CudaLoraModel(const ModelConfig& config, const LoraAdapter& adapt
                              const CudaPlanOptions& plan)
     : impl_(std::make_unique<Impl>()) {
   impl_->init_shape(config, adapter.config, plan);
-  impl_->alloc_weights();
   impl_->plan_lora();
+  impl_->alloc_weights();
   impl_->alloc_activations();
+  impl_->plan_pack();
   impl_->random_weights(seed);
   impl_->upload_adapter(adapter);
 }
@@ -1329,7 +1407,7 @@ void CudaLoraModel::zero_grad() { CUDA_CHECK(cudaMemsetAsync(impl_->G.p, 0, size
 double CudaLoraModel::forward_backward(const CudaBatch& b, float grad_scale) {
   return impl_->forward_backward(b, grad_scale);
 }
-void CudaLoraModel::params_changed() { cuda::cast_f32_to_bf16(impl_->P.as<float>(), impl_->Pb.p, impl_->nparams); }
+void CudaLoraModel::params_changed() { impl_->params_changed(); }
 float* CudaLoraModel::params() { return impl_->P.as<float>(); }
 float* CudaLoraModel::grads() { return impl_->G.as<float>(); }
 int64_t CudaLoraModel::num_params() const { return impl_->nparams; }

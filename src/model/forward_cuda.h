@@ -70,7 +70,8 @@ class CudaLoraModel {
   // Runs one micro-batch: returns the summed cross-entropy over its trained tokens and adds
   // grad_scale * d(that sum)/d(A, B) to the gradients.
   double forward_backward(const CudaBatch& batch, float grad_scale);
-  // After the optimizer changed the fp32 masters: refreshes their bf16 copies.
+  // After the optimizer changed the fp32 masters: refreshes their bf16 copies and the LoRA columns folded into the
+  // frozen weights.
   void params_changed();
 
   float* params();  // device, num_params() floats (padding between tensors stays 0)

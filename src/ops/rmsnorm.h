@@ -24,8 +24,9 @@ void rmsnorm_bwd(const R* x, const R* w, const R* dy, R eps, bool zero_centered,
 // CUDA kernels (defined when built with TUNE_CUDA). Device pointers; x, y, dy, dx have the element type `dt` and w
 // has `wdt` (each f32 or bf16, math in fp32); dw is f32 and accumulates.
 namespace cuda {
+// ldy: y's row stride in elements (0: C; the training path leaves LoRA columns beside each row).
 void rmsnorm_fwd(const void* x, const void* w, float eps, bool zero_centered, void* y, int64_t rows, int64_t C,
-                 DType dt, DType wdt);
+                 DType dt, DType wdt, int64_t ldy = 0);
 void rmsnorm_bwd(const void* x, const void* w, const void* dy, float eps, bool zero_centered, void* dx, float* dw,
                  int64_t rows, int64_t C, DType dt, DType wdt);
 // The training path's residual-stream backward, bf16 x/dy, f32 w (frozen: no dw): dres (rows, C) f32 +=

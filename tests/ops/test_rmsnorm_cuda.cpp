@@ -58,26 +58,37 @@ TEST(RmsNormCuda, UnsupportedDtypeIsAnError) {
 }
 
 #ifdef TUNE_CUDA
-// The training path's residual backward: dres (f32) += rmsnorm_bwd(x, w, dy) and its bf16 copy.
+// The training path's residual backward: dres (f32) += rmsnorm_bwd(x, w, dy) and its bf16 copy; and the forward
+// into rows ld apart (LoRA columns beside them). C 1120 takes the warp-per-row kernels, 1003 the block-per-row ones.
 TEST(RmsNormCuda, ResidualBackwardMatchesCpuReference) {
   TUNE_REQUIRE_CUDA();
-  const int64_t R = 29, C = 1024 + 96;
-  for (bool zc : {false, true}) {
-    const Tensor x = test::rounded(test::randn({R, C}, 1, 2.0f), DType::BF16);
-    const Tensor dy = test::rounded(test::randn({R, C}, 2), DType::BF16);
-    const Tensor w = test::randn({C}, 3, 0.3f, zc ? 0.0f : 1.0f), dres0 = test::randn({R, C}, 4);
-    const std::vector<double> xd = test::doubles(x), wd = test::doubles(w), dyd = test::doubles(dy);
-    std::vector<double> dx(static_cast<size_t>(R * C)), dw(static_cast<size_t>(C)), want = test::doubles(dres0);
-    cpu::rmsnorm_bwd(xd.data(), wd.data(), dyd.data(), 1e-6, zc, dx.data(), dw.data(), R, C);
-    for (size_t i = 0; i < want.size(); ++i) want[i] += dx[i];
-    const Tensor xc = test::on_cuda(x, DType::BF16), dyc = test::on_cuda(dy, DType::BF16),
-                 wc = test::on_cuda(w, DType::F32);
-    Tensor dres = test::on_cuda(dres0, DType::F32), dres_b = test::poisoned({R, C}, DType::BF16);
-    cuda::rmsnorm_bwd_residual(xc.data(), wc.ptr<float>(), dyc.data(), 1e-6f, zc, dres.ptr<float>(), dres_b.data(),
-                               R, C);
-    test::expect_all_close("dres", dres, want, 1e-5, 1e-5);
-    test::expect_all_close("dres bf16", dres_b, want, 1e-5, test::kBf16Rtol);
-  }
+  const int64_t R = 29;
+  for (int64_t C : {1120, 1003})
+    for (bool zc : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "C " << C << " zc " << zc);
+      const Tensor x = test::rounded(test::randn({R, C}, 1, 2.0f), DType::BF16);
+      const Tensor dy = test::rounded(test::randn({R, C}, 2), DType::BF16);
+      const Tensor w = test::randn({C}, 3, 0.3f, zc ? 0.0f : 1.0f), dres0 = test::randn({R, C}, 4);
+      const std::vector<double> xd = test::doubles(x), wd = test::doubles(w), dyd = test::doubles(dy);
+      std::vector<double> dx(static_cast<size_t>(R * C)), dw(static_cast<size_t>(C)), want = test::doubles(dres0);
+      cpu::rmsnorm_bwd(xd.data(), wd.data(), dyd.data(), 1e-6, zc, dx.data(), dw.data(), R, C);
+      for (size_t i = 0; i < want.size(); ++i) want[i] += dx[i];
+      const Tensor xc = test::on_cuda(x, DType::BF16), dyc = test::on_cuda(dy, DType::BF16),
+                   wc = test::on_cuda(w, DType::F32);
+      Tensor dres = test::on_cuda(dres0, DType::F32), dres_b = test::poisoned({R, C}, DType::BF16);
+      cuda::rmsnorm_bwd_residual(xc.data(), wc.ptr<float>(), dyc.data(), 1e-6f, zc, dres.ptr<float>(), dres_b.data(),
+                                 R, C);
+      test::expect_all_close("dres", dres, want, 1e-5, 1e-5);
+      test::expect_all_close("dres bf16", dres_b, want, 1e-5, test::kBf16Rtol);
+
+      const int64_t ld = C + 48;
+      std::vector<double> y_ref(static_cast<size_t>(R * ld), 0.0);
+      for (int64_t r = 0; r < R; ++r)
+        cpu::rmsnorm_fwd(xd.data() + r * C, wd.data(), 1e-6, zc, y_ref.data() + r * ld, 1, C);
+      Tensor y = test::on_cuda(Tensor::zeros(DType::F32, {R, ld}), DType::BF16);  // the columns past C stay 0
+      cuda::rmsnorm_fwd(xc.data(), wc.data(), 1e-6f, zc, y.data(), R, C, DType::BF16, DType::F32, ld);
+      test::expect_all_close("y rows ld apart", y, y_ref, 1e-5, test::kBf16Rtol);
+    }
 }
 #endif
 

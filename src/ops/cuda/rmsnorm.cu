@@ -16,13 +16,14 @@ __device__ __forceinline__ float norm_scale(const W* w, int64_t c, bool zero_cen
   return zero_centered ? 1.0f + wc : wc;
 }
 
-// y may alias x: each thread reads x[c] before writing y[c], and every read of the first pass precedes the
-// barrier inside block_sum.
+// y may alias x (when ldy == C): each thread reads x[c] before writing y[c], and every read of the first pass
+// precedes the barrier inside block_sum.
 template <class T, class W>
-__global__ void rmsnorm_fwd_kernel(const T* x, const W* w, float eps, bool zero_centered, T* y, int64_t C) {
+__global__ void rmsnorm_fwd_kernel(const T* x, const W* w, float eps, bool zero_centered, T* y, int64_t C,
+                                   int64_t ldy) {
   __shared__ float scratch[32];
   const T* xr = x + int64_t(blockIdx.x) * C;
-  T* yr = y + int64_t(blockIdx.x) * C;
+  T* yr = y + int64_t(blockIdx.x) * ldy;
   float ss = 0.0f;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const float v = to_f32(xr[c]);
@@ -72,12 +73,13 @@ __device__ __forceinline__ void load_w8(const float* w, int64_t j, bool zc, floa
 constexpr int kRowWarps = 8;
 
 __global__ void __launch_bounds__(kRowWarps * 32)
-    rmsnorm_fwd_rows_kernel(const bf16* x, const float* w, float eps, bool zc, bf16* y, int64_t rows, int64_t C) {
+    rmsnorm_fwd_rows_kernel(const bf16* x, const float* w, float eps, bool zc, bf16* y, int64_t rows, int64_t C,
+                            int64_t ldy) {
   const int64_t row = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
   const int lane = threadIdx.x & 31;
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * C);
-  uint4* yr = reinterpret_cast<uint4*>(y + row * C);
+  uint4* yr = reinterpret_cast<uint4*>(y + row * ldy);
   const int64_t n8 = C / 8;
   float ss = 0.0f, v[8], s[8];
   for (int64_t j = lane; j < n8; j += 32) {
@@ -98,22 +100,23 @@ __global__ void __launch_bounds__(kRowWarps * 32)
 }  // namespace
 
 void rmsnorm_fwd(const void* x, const void* w, float eps, bool zero_centered, void* y, int64_t rows,
-                 int64_t C, DType dt, DType wdt) {
+                 int64_t C, DType dt, DType wdt, int64_t ldy) {
   if (rows == 0) return;
+  if (ldy == 0) ldy = C;
   with_float_type(dt, [&](auto xt) {
     with_float_type(wdt, [&](auto wt) {
       using T = decltype(xt);
       using W = decltype(wt);
       if constexpr (std::is_same_v<T, bf16> && std::is_same_v<W, float>) {
-        if (C % 8 == 0) {
+        if (C % 8 == 0 && ldy % 8 == 0) {
           rmsnorm_fwd_rows_kernel<<<unsigned((rows + kRowWarps - 1) / kRowWarps), kRowWarps * 32>>>(
               static_cast<const bf16*>(x), static_cast<const float*>(w), eps, zero_centered, static_cast<bf16*>(y),
-              rows, C);
+              rows, C, ldy);
           return;
         }
       }
       rmsnorm_fwd_kernel<T, W><<<unsigned(rows), row_threads(C, 512)>>>(
-          static_cast<const T*>(x), static_cast<const W*>(w), eps, zero_centered, static_cast<T*>(y), C);
+          static_cast<const T*>(x), static_cast<const W*>(w), eps, zero_centered, static_cast<T*>(y), C, ldy);
     });
   });
   TUNE_CUDA_LAUNCHED();
