@@ -252,6 +252,13 @@ struct CudaLoraModel::Impl {
   // ybuf: the out-projection's input when it is not att (gated attention, DeltaNet).
   DeviceBuffer xn, qkv, qk, att, lse, ybuf, xmid, xn2, u_in, u_in2, u_o, u_gu, u_d, g_lora, dres, dres_b, dxn,
       region;
+  // Kept on the device from the forward to the backward (plan options keep_mid / keep_qkv): the first keep_mid
+  // attention layers' mixer output xmid (T, H) and the first keep_qkv ones' q|k|v[|gate] product (T, max_in); the
+  // backward then skips their o and q|k|v products. qkv_p / mid_p: the current layer's (a kept slot or the shared
+  // buffer).
+  DeviceBuffer kept_mid, kept_qkv;
+  int64_t keep_mid = 0, keep_qkv = 0;
+  char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
   // and their gradients (T, nV) f32; the recurrence's workspace.
   DeviceBuffer zba, convo, gq, gk, gv, go, beta, gdec, dbeta, dgdec, gdr_ws;
@@ -356,6 +363,8 @@ struct CudaLoraModel::Impl {
     offload = o.offload;
     k_att.on = o.keep_attention && flash && k_att.n > 0;  // the reference attention keeps no lse: it recomputes
     k_go.on = o.keep_attention && k_go.n > 0;
+    keep_mid = std::clamp<int64_t>(o.keep_mid, 0, k_att.n);
+    keep_qkv = std::clamp<int64_t>(o.keep_qkv, 0, keep_mid);
     layers.resize(size_t(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
       layers[size_t(l)].mix = c.layers[size_t(l)].mixer;
@@ -533,6 +542,8 @@ struct CudaLoraModel::Impl {
     k_att.parts = {{att.at(0), T * nH * d * 2, nH * d * 2}, {lse.at(0), nH * T * 4, nH * 4}};
     ybuf = bf(T * std::max(has_gated ? nH * d : 0, Vd));
     xmid = bf(T * H);
+    kept_mid = bf(keep_mid * T * H);
+    kept_qkv = bf(keep_qkv * T * max_in);
     xn2 = bf(C * ld_xn2);
     u_in = bf(T * 3 * r);
     u_o = bf(T * r);
@@ -686,7 +697,7 @@ struct CudaLoraModel::Impl {
   void linear_fwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, void* a, void* u,
                   void* y, int64_t ldy, float beta = 0.0f, const void* C = nullptr, const void* bias = nullptr) {
     if (g.kx > 0) {
-      lora_u(g, T, a);
+      lora_u(g, T, a, nullptr);
       mm(T, N, g.ld(), a, g.ld(), W, y, ldy, beta, C, bias);
       return;
     }
@@ -706,10 +717,13 @@ struct CudaLoraModel::Impl {
     lora_dx(g, T, da, g.in);
   }
 
-  // u = a A_grp^T into the folded group's columns of a.
-  void lora_u(const LoraGroup& g, int64_t T, void* a) {
-    cuda::gemm(T, g.kx, g.in, 1.0f, {a, g.ld(), false}, {Ab(g.a), g.in, true}, DType::BF16, 0.0f, nullptr,
-               static_cast<char*>(a) + g.in * 2, g.ld(), DType::BF16);
+  // u = a A_grp^T alone (the backward's recompute where the product itself is kept): into a folded group's
+  // columns of a, else into u (T, n r).
+  void lora_u(const LoraGroup& g, int64_t T, void* a, void* u) {
+    if (g.n() == 0) return;
+    void* dst = g.kx > 0 ? static_cast<char*>(a) + g.in * 2 : u;
+    cuda::gemm(T, g.n() * r, g.in, 1.0f, {a, g.ld(), false}, {Ab(g.a), g.in, true}, DType::BF16, 0.0f, nullptr, dst,
+               g.kx > 0 ? g.ld() : g.n() * r, DType::BF16);
   }
 
   // Unfolded LoRA forward: u = a A_grp^T (T, n r); y[:, col_t] += s u_t B_t^T.
@@ -782,7 +796,7 @@ struct CudaLoraModel::Impl {
   void attention_fwd(int64_t a, int64_t T, int64_t ld) {
     void* att_p = att_at(a);
     float* lse_p = lse_at(a);
-    const char* v = qkv.at(Nqk * 2);
+    const char* v = qkv_p + Nqk * 2;
     if (flash) {
       cuda::flash_attention_fwd(qk.p, qk.at(nH * d * 2), v, doc_start.as<int32_t>(), attn_scale(), att_p, lse_p,
                                 fa_shape(T, ld), nullptr);
@@ -796,7 +810,7 @@ struct CudaLoraModel::Impl {
 
   // Attention backward of attention layer a: datt -> dqk (q, k parts) and dqkv's v part (row stride ld).
   void attention_bwd(int64_t a, int64_t T, int64_t ld) {
-    const char* v = qkv.at(Nqk * 2);
+    const char* v = qkv_p + Nqk * 2;
     char* dv_p = static_cast<char*>(dqkv()) + Nqk * 2;
     if (flash) {
       cuda::flash_attention_bwd(qk.p, qk.at(nH * d * 2), v, att_at(a), datt(), lse_at(a), doc_start.as<int32_t>(),
@@ -811,6 +825,15 @@ struct CudaLoraModel::Impl {
                             cudaMemcpyDeviceToDevice));
     CUDA_CHECK(cudaMemcpy2D(dv_p, ld * 2, cdv.p, nKV * d * 2, nKV * d * 2, T, cudaMemcpyDeviceToDevice));
   }
+
+  // Points qkv_p / mid_p at layer l's kept slots or the shared buffers.
+  void use_layer(int64_t l) {
+    const int64_t a = att_index[size_t(l)];
+    qkv_p = a >= 0 && a < keep_qkv ? kept_qkv.at(a * max_T * max_in * 2) : static_cast<char*>(qkv.p);
+    mid_p = a >= 0 && a < keep_mid ? kept_mid.at(a * max_T * H * 2) : static_cast<char*>(xmid.p);
+  }
+  bool kept_qkv_layer(int64_t a) const { return a < keep_qkv; }
+  bool kept_mid_layer(int64_t a) const { return a < keep_mid; }
 
   // The mixer of layer l from x_in: xn, its activations and xmid = x_in + mixer(xn).
   void mixer_fwd(int64_t l, int64_t T, const void* x_in, bool recompute) {
@@ -827,8 +850,9 @@ struct CudaLoraModel::Impl {
   // kept outputs, att and lse are already back from the host and the attention itself is skipped.
   void attn_fwd(const Layer& ly, int64_t a, int64_t T, const void* x_in, bool recompute) {
     const int64_t ld = ly.ld_in;
-    linear_fwd(ly, ly.in, ly.w_in.p, ld, T, xn.p, u_in.p, qkv.p, ld, 0.0f, nullptr, ly.b_in.p);
-    cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv.p, ld, qk.p, Nqk);
+    if (recompute && kept_qkv_layer(a)) lora_u(ly.in, T, xn.p, u_in.p);  // the product is kept: only u
+    else linear_fwd(ly, ly.in, ly.w_in.p, ld, T, xn.p, u_in.p, qkv_p, ld, 0.0f, nullptr, ly.b_in.p);
+    cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv_p, ld, qk.p, Nqk);
     if (!(recompute && k_att.on)) {
       if (!recompute) kept_slot_free(k_att, a);
       attention_fwd(a, T, ld);
@@ -836,19 +860,20 @@ struct CudaLoraModel::Impl {
     }
     void* y = att_at(a);
     if (ly.mix == MixerKind::GatedAttention) {
-      cuda::sigmoid_gate_fwd(att_at(a), nH * d, qkv.at(Nqkv * 2), ld, ybuf.p, nH * d, T, nH * d);
+      cuda::sigmoid_gate_fwd(att_at(a), nH * d, qkv_p + Nqkv * 2, ld, ybuf.p, nH * d, T, nH * d);
       y = ybuf.p;
     }
-    linear_fwd(ly, ly.out, ly.wo.p, H, T, y, u_o.p, xmid.p, H, 1.0f, x_in);
+    if (recompute && kept_mid_layer(a)) lora_u(ly.out, T, y, u_o.p);
+    else linear_fwd(ly, ly.out, ly.wo.p, H, T, y, u_o.p, mid_p, H, 1.0f, x_in);
   }
 
   // Gated DeltaNet half of DeltaNet layer g: proj (in qkv), zba, convo, gq/gk/gv, beta, gdec, go, ybuf and xmid.
   // In the backward's recompute with kept outputs, go is back from the host and the recurrence is skipped (its
   // backward recomputes the chunk states itself).
   void gdn_fwd(const Layer& ly, int64_t g, int64_t T, const void* x_in, bool recompute) {
-    linear_fwd(ly, ly.in, ly.w_in.p, Ncv, T, xn.p, u_in.p, qkv.p, Ncv);
+    linear_fwd(ly, ly.in, ly.w_in.p, Ncv, T, xn.p, u_in.p, qkv_p, Ncv);
     linear_fwd(ly, ly.in2, ly.w_in2.p, Nzba, T, xn.p, u_in2.p, zba.p, Nzba);
-    cuda::conv1d_causal_fwd(qkv.p, ly.conv.p, doc_start.as<int32_t>(), convo.p, T, Ncv, Kc, DType::BF16, DType::F32);
+    cuda::conv1d_causal_fwd(qkv_p, ly.conv.p, doc_start.as<int32_t>(), convo.p, T, Ncv, Kc, DType::BF16, DType::F32);
     cuda::gdn_qkv_fwd(convo.p, Ncv, gq.p, gk.p, gv.p, T, nK, nV, dk, dv);
     cuda::gdn_gates_fwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), beta.as<float>(),
                         gdec.as<float>(), T, nV);
@@ -859,13 +884,13 @@ struct CudaLoraModel::Impl {
       if (!recompute) kept_save(k_go, g, T);
     }
     cuda::gated_rmsnorm_fwd(go_at(g), zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), ybuf.p, T, nV, dv);
-    linear_fwd(ly, ly.out, ly.wo.p, H, T, ybuf.p, u_o.p, xmid.p, H, 1.0f, x_in);
+    linear_fwd(ly, ly.out, ly.wo.p, H, T, ybuf.p, u_o.p, mid_p, H, 1.0f, x_in);
   }
 
   // FFN of the n tokens from t0, forward: xn2, gu, h of the chunk (and the LoRA u's); x_out rows += when given.
   void ffn_fwd(int64_t l, int64_t t0, int64_t n, void* x_out) {
     const Layer& ly = layers[size_t(l)];
-    const char* xm = xmid.at(t0 * H * 2);
+    const char* xm = mid_p + t0 * H * 2;
     cuda::rmsnorm_fwd(xm, ly.ffn_norm.p, norm_eps(), zc(), xn2.p, n, H, DType::BF16, DType::F32, ly.gu.ld());
     if (ly.ffn == FfnKind::Moe) {
       moe_fwd(ly, n, xm, x_out ? static_cast<char*>(x_out) + t0 * H * 2 : nullptr);
@@ -876,11 +901,8 @@ struct CudaLoraModel::Impl {
     if (x_out) {
       char* xo = static_cast<char*>(x_out) + t0 * H * 2;
       linear_fwd(ly, ly.down, ly.wd.p, H, n, h(), u_d.p, xo, H, 1.0f, xm);
-    } else if (ly.down.kx > 0) {  // the backward needs u only
-      lora_u(ly.down, n, h());
-    } else if (ly.down.n() > 0) {
-      cuda::gemm(n, r, I, 1.0f, {h(), I, false}, {Ab(ly.down.a), I, true}, DType::BF16, 0.0f, nullptr, u_d.p, r,
-                 DType::BF16);
+    } else {  // the backward needs u only
+      lora_u(ly.down, n, h(), u_d.p);
     }
   }
 
@@ -892,14 +914,14 @@ struct CudaLoraModel::Impl {
     char* dx = dxn.at(t0 * H * 2);
     if (ly.ffn == FfnKind::Moe) {
       moe_bwd(ly, n, dy, dx);
-      cuda::rmsnorm_bwd_residual(xmid.at(t0 * H * 2), ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
+      cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
                                  dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
       return;
     }
     linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, H, h(), u_d.p, dh());
     cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I);  // dgu overwrites gu in place
     linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu(), 2 * I, xn2.p, u_gu.p, dx);
-    cuda::rmsnorm_bwd_residual(xmid.at(t0 * H * 2), ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
+    cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
                                dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
   }
 
@@ -1000,10 +1022,10 @@ struct CudaLoraModel::Impl {
     const void* y = gated ? ybuf.p : att_at(a);
     linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, H, y, u_o.p, datt());
     if (gated)  // datt becomes the gradient of the ungated output, in place; the gate's lands in dqkv
-      cuda::sigmoid_gate_bwd(att_at(a), nH * d, qkv.at(Nqkv * 2), ld, datt(), nH * d, datt(), nH * d,
+      cuda::sigmoid_gate_bwd(att_at(a), nH * d, qkv_p + Nqkv * 2, ld, datt(), nH * d, datt(), nH * d,
                              static_cast<char*>(dqkv()) + Nqkv * 2, ld, T, nH * d);
     attention_bwd(a, T, ld);
-    cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv.p, ld, dqk(), Nqk, dqkv(), ld);
+    cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv_p, ld, dqk(), Nqk, dqkv(), ld);
     linear_bwd(ly, ly.in, ly.w_in.p, ld, T, dqkv(), ld, xn.p, u_in.p, dxn.p);
   }
 
@@ -1019,7 +1041,7 @@ struct CudaLoraModel::Impl {
     cuda::gdn_gates_bwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), dbeta.as<float>(),
                         dgdec.as<float>(), dzba + Vd * 2, Nzba, T, nV);
     cuda::gdn_qkv_bwd(convo.p, Ncv, dq, dk_p, dv_p, dconv, Ncv, T, nK, nV, dk, dv);
-    cuda::conv1d_causal_bwd(qkv.p, ly.conv.p, doc_start.as<int32_t>(), dconv, dproj, nullptr, T, Ncv, Kc, DType::BF16,
+    cuda::conv1d_causal_bwd(qkv_p, ly.conv.p, doc_start.as<int32_t>(), dconv, dproj, nullptr, T, Ncv, Kc, DType::BF16,
                             DType::F32);
     linear_bwd(ly, ly.in2, ly.w_in2.p, Nzba, T, dzba, Nzba, xn.p, u_in2.p, dxn.p);
     linear_bwd(ly, ly.in, ly.w_in.p, Ncv, T, dproj, Ncv, xn.p, u_in.p, dxn.p, 1.0f);
@@ -1111,6 +1133,7 @@ struct CudaLoraModel::Impl {
     cuda::embedding_fwd(ids.as<int32_t>(), emb.p, DType::BF16, x_at(0), DType::BF16, T, V, H, &bad);
     save_ckpt(0, T);
     for (int64_t l = 0; l < L; ++l) {
+      use_layer(l);
       mixer_fwd(l, T, x_at(l), false);
       slot_free(l + 1);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) ffn_fwd(l, t0, std::min(ffn_T, T - t0), x_at(l + 1));
@@ -1136,6 +1159,7 @@ struct CudaLoraModel::Impl {
       prefetch_ckpt(l - 1, T);
       kept_fetch(k_att, att_index[size_t(l)], T);
       kept_fetch(k_go, gdn_index[size_t(l)], T);
+      use_layer(l);
       mixer_fwd(l, T, x_at(l), true);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) {
         const int64_t nt = std::min(ffn_T, T - t0);
@@ -1361,18 +1385,32 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   plan.plan_lora();
   plan.alloc_weights();
   plan.alloc_activations();
+  // Device bytes beside the plan: the optimizer's two fp32 moments per parameter, and what the CUDA runtime and
+  // cuBLAS take as kernels load (about 0.15 GiB measured on the GPU machine). Of the device's free memory, 5% and
+  // 1 GiB more stay free for allocator slack and the CUDA context; a budget the user gives is taken as it is.
+  const int64_t extra = 8 * plan.nparams + (int64_t(256) << 20);
+  int64_t usable = budget_bytes;
   if (budget_bytes <= 0) {
     size_t free_b = 0, total_b = 0;
-    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) budget_bytes = int64_t(free_b);
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) usable = int64_t(free_b) * 95 / 100 - (int64_t(1) << 30);
   }
-  // 5% and 1 GiB for allocator slack, cuBLAS and the CUDA context.
-  o.offload = budget_bytes > 0 && plan.mem.total() > budget_bytes * 95 / 100 - (int64_t(1) << 30);
+  o.offload = usable > 0 && plan.mem.total() + extra > usable;
   // Keeping the mixer outputs costs pinned host memory, bus traffic (both directions once per step, beside any
   // offloaded checkpoints) and a second device slot per kind: only when it is a modest share of the host's memory.
   const int64_t att_bytes =
       plan.max_T * (plan.k_att.n * plan.nH * (plan.d * 2 + 4) + plan.k_go.n * plan.Vd * 2);
   const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
   o.keep_attention = att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
+  // What is left keeps attention layers' activations on the device, the mixer outputs first (one o product
+  // saved per T H 2 bytes), then the q|k|v products (one product per T (nH + 2 nKV) d 2 bytes).
+  if (!o.offload && usable > 0) {
+    const int64_t T = plan.max_T;
+    int64_t slack = usable - plan.mem.total() - extra;
+    if (o.keep_attention) slack -= T * (plan.nH * (plan.d * 2 + 4) + (plan.k_go.n > 0 ? plan.Vd * 2 : 0));
+    const int64_t mid = T * plan.H * 2, qkv = T * plan.max_in * 2;
+    o.keep_mid = std::clamp<int64_t>(slack / mid, 0, plan.k_att.n);
+    o.keep_qkv = std::clamp<int64_t>((slack - o.keep_mid * mid) / qkv, 0, o.keep_mid);
+  }
   return o;
 }
 

@@ -43,10 +43,15 @@ struct CudaPlanOptions {
   // Each layer's mixer output kept (in pinned host memory) so the backward skips recomputing it: attention layers'
   // output and lse (T nH d 2 + nH T 4 host bytes), DeltaNet layers' recurrence output (T nV dv 2 bytes).
   bool keep_attention = false;
+  // The first keep_mid attention layers keep their mixer output (T H 2 device bytes each), the first keep_qkv
+  // (<= keep_mid) their q|k|v product too (T (nH + 2 nKV) d 2 bytes, gated attention's gate columns besides), on
+  // the device: the backward skips recomputing their o and q|k|v products.
+  int64_t keep_mid = 0, keep_qkv = 0;
 };
 
 // The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload
-// when the checkpoints would not fit beside everything else.
+// when the checkpoints would not fit beside everything else; memory to spare keeps attention layers' activations
+// (keep_mid, then keep_qkv).
 CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
                                   int64_t budget_bytes = 0);
 

@@ -102,6 +102,7 @@ constexpr double kDeltaNetGradTol = 0.12;
 struct CompareOptions {
   int64_t ffn_chunk = 0;
   bool offload = false, keep_attention = false;
+  int64_t keep_mid = 0, keep_qkv = 0;
   double grad_tol = 8e-2;  // relative L2 of every LoRA gradient
 };
 
@@ -142,6 +143,8 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   plan.ffn_chunk = o.ffn_chunk;
   plan.offload = o.offload;
   plan.keep_attention = o.keep_attention;
+  plan.keep_mid = o.keep_mid;
+  plan.keep_qkv = o.keep_qkv;
   CudaLoraModel cm(m, gpu, plan);
   cm.zero_grad();
   const double gpu_loss = cm.forward_backward(batch, scale);
@@ -378,6 +381,20 @@ TEST(ForwardCuda, ChunkedFfnAndOffloadedCheckpoints) {
   compare(m, "both", {{70, 130, 1, 64}, {200}}, 16, {.ffn_chunk = 64, .offload = true});
   compare(m, "attention kept on the host", {{70, 130, 1, 64}, {200}}, 16, {.keep_attention = true});
   compare(m, "all three", {{70, 130, 1, 64}, {200}}, 16, {.ffn_chunk = 64, .offload = true, .keep_attention = true});
+}
+
+// Attention layers' activations kept on the device (the backward skips their o and q|k|v products): layers 0-2
+// keep xmid, 0-1 q|k|v too, the others recompute; with the attention outputs on the host and the FFN in chunks.
+// Qwen3.5: the gated attention layers' q|k|v|gate product.
+TEST(ForwardCuda, KeptActivationsMatchCpu) {
+  TUNE_REQUIRE_CUDA();
+  Model m = model_random(seeded_qwen3(128, 5), 3, 0.05f);
+  compare(m, "xmid 3, qkv 2 kept", {{70, 130, 1, 64}, {200}}, 16, {.keep_mid = 3, .keep_qkv = 2});
+  compare(m, "kept, chunked, attention on the host", {{70, 130, 1, 64}, {200}}, 16,
+          {.ffn_chunk = 64, .keep_attention = true, .keep_mid = 5, .keep_qkv = 5});
+  Model q = model_random(seeded_qwen35(64, true), 3, 0.05f);
+  compare(q, "qwen3.5 xmid 2, qkv 1 kept", {{70, 9, 50}, {130}}, 16,
+          {.keep_attention = true, .keep_mid = 2, .keep_qkv = 1, .grad_tol = kDeltaNetGradTol});
 }
 
 // Bad input is refused before anything runs on the device.
