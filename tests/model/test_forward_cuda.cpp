@@ -16,6 +16,7 @@
 #include "model/forward.h"
 #include "model/forward_cuda.h"
 #include "model/lora.h"
+#include "model/presets.h"
 #include "ops/cuda_test_util.h"
 #include "test_util.h"
 #include "train/trainer.h"
@@ -395,6 +396,29 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
   Model q = model_random(seeded_qwen35(64, true), 3, 0.05f);
   compare(q, "qwen3.5 xmid 2, qkv 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 2, .keep_qkv = 1, .grad_tol = kDeltaNetGradTol});
+}
+
+// The planner under memory budgets (qwen3-4b, 2 x 2048): room to spare keeps every attention layer's activations;
+// a tighter budget keeps fewer; a budget below the plan offloads the checkpoints and keeps nothing.
+TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
+  TUNE_REQUIRE_CUDA();
+  const ModelConfig c = preset_config("qwen3-4b");
+  LoraConfig lc;
+  lc.rank = 16;
+  const int64_t gib = int64_t(1) << 30, n = c.num_layers;
+  const CudaPlanOptions roomy = cuda_plan_options(c, lc, 4096, 40 * gib);
+  EXPECT_FALSE(roomy.offload);
+  EXPECT_EQ(roomy.keep_mid, n);
+  EXPECT_EQ(roomy.keep_qkv, n);
+  const CudaPlanOptions tight = cuda_plan_options(c, lc, 4096, gib * 104 / 10);
+  EXPECT_FALSE(tight.offload);
+  EXPECT_GT(tight.keep_mid, 0);
+  EXPECT_LT(tight.keep_qkv, n);
+  const CudaPlanOptions tighter = cuda_plan_options(c, lc, 4096, gib * 98 / 10);
+  EXPECT_LE(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
+  const CudaPlanOptions small = cuda_plan_options(c, lc, 4096, 6 * gib);
+  EXPECT_TRUE(small.offload);
+  EXPECT_EQ(small.keep_mid + small.keep_qkv, 0);
 }
 
 // Bad input is refused before anything runs on the device.
