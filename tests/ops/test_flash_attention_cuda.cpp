@@ -2,7 +2,8 @@
 // bf16-rounded inputs: one document with and without doc_start, packed documents of odd lengths (a query tile
 // spanning several documents, T not a multiple of any tile), batch rows, GQA 1:1 / 2:1 / 4:1, head dims 64, 128
 // and 256, q/k/v and dq/dk/dv as column blocks of one fused buffer with padded o rows, and a long document for
-// the backward's accumulation. Outputs start as NaN, so an element never written fails.
+// the backward's accumulation. On Hopper the d128 cases run the wgmma kernels (flash_attention_wgmma.cu), elsewhere
+// the mma.sync ones. Outputs start as NaN, so an element never written fails.
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -221,6 +222,7 @@ TEST(FlashAttentionCuda, OneDocument) {
 TEST(FlashAttentionCuda, PackedDocuments) {
   run_cases(200, {{"packed odd documents, 4:1, d128", 8, 2, 128, {1, 7, 64, 65, 200, 3, 130, 1}, false, false},
                    {"batch rows 3 x 160, 1:1, d64", 2, 2, 64, {160, 160, 160}, false, false},
+                   {"packed documents, 8:1, d128", 8, 1, 128, {300, 129, 40}, false, false},
                    {"packed documents, 2:1, d64", 4, 2, 64, {5, 129, 70, 33}, false, false}});
 }
 

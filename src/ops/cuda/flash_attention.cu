@@ -14,10 +14,19 @@
 // Shared-memory rows are padded by 16 bytes so that ldmatrix's eight row addresses fall in distinct banks.
 // Tile shapes per head dim are FwdConfig/BwdConfig below; the TUNE_FA_* macros let a benchmark build override
 // some of them (bench/NOTES_attention.md).
+// On Hopper (compute capability 9.0), head dim 128 takes the wgmma kernels of flash_attention_wgmma.cu instead
+// (forward, and the backward's main pass). TUNE_FA_WGMMA is a compile-time mask for benchmarks and bisection:
+// bit 0 the forward, bit 1 the backward (default 3, both; 0 gives the mma.sync kernels everywhere).
 #include <climits>
 
+#include "ops/cuda/flash_attention_ptx.cuh"
+#include "ops/cuda/flash_attention_wgmma.cuh"
 #include "ops/cuda/kernel_util.cuh"
 #include "ops/flash_attention.h"
+
+#ifndef TUNE_FA_WGMMA
+#define TUNE_FA_WGMMA 3
+#endif
 
 #ifndef TUNE_FA_FWD64_BC
 #define TUNE_FA_FWD64_BC 64
@@ -45,7 +54,7 @@ namespace tune::cuda {
 
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+using namespace flash;  // PTX wrappers and constants shared with the wgmma kernels
 
 // Forward: kBC keys per tile, kWarps warps of kMT fragments of 16 query rows (each K/V fragment read from shared
 // memory serves kMT of them); Q fragments stay in registers when they fit. d = 128 takes kMT = 2 (about 11% faster
@@ -87,22 +96,6 @@ struct BwdConfig<256> {
 
 // ---- PTX wrappers -------------------------------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 (4) bytes global -> shared, asynchronously; zero-filled when !valid (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 // Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, register i receives it.
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -124,29 +117,7 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two floats as bf16x2, `lo` in the low half (the lower column of a fragment).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return uint32_t(__bfloat16_as_ushort(v.x)) | (uint32_t(__bfloat16_as_ushort(v.y)) << 16);
-}
-
 __device__ __forceinline__ void st_u32(bf16* p, uint32_t v) { *reinterpret_cast<uint32_t*>(p) = v; }
-
-__device__ __forceinline__ float exp2_approx(float x) {  // 2^x; -inf -> 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Reductions over the four lanes that share a fragment row (lane bits 0-1).
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
 
 // Rows [row0, row0 + ROWS) of a bf16 matrix with `stride` elements per row, columns [0, D), into shared memory
 // rows of D + 8 elements; rows at or past T are zero-filled. All THREADS threads of the CTA take part.
@@ -683,16 +654,23 @@ void bwd_launch(const BwdArgs& a, const bf16* o, bf16* dq, int64_t nKV, cudaStre
   constexpr int BC = 16 * C::kWarps;
   constexpr size_t smem = bwd_smem_bytes<D, C::kBR, C::kWarps>();
   auto* kernel = flash_bwd_kernel<D, C::kDH, C::kBR, C::kWarps>;
-  static const bool once = (allow_smem(kernel, smem), true);
-  (void)once;
   const unsigned row_blocks = unsigned((int64_t(a.T) * a.nH * (D / 8) + 255) / 256);
   flash_bwd_pre_kernel<D>
       <<<row_blocks, 256, 0, stream>>>(o, a.d_o, a.o_stride, a.dvec, a.dq_acc, a.T, a.nH);
   TUNE_CUDA_LAUNCHED();
-  const dim3 grid(unsigned(nKV), unsigned((a.T + BC - 1) / BC), unsigned(D / C::kDH));
-  TUNE_CHECK(grid.y <= 65535) << "flash_attention_bwd: " << a.T << " tokens is too many";
-  kernel<<<grid, C::kWarps * 32, smem, stream>>>(a);
-  TUNE_CUDA_LAUNCHED();
+  if ((TUNE_FA_WGMMA & 2) && flash_wgmma_supported(D)) {
+    const WgmmaBwdParams p{a.q,        a.k,        a.v,        a.d_o,      a.lse,      a.dvec, a.doc_start,
+                           a.dq_acc,   a.dk,       a.dv,       a.q_stride, a.k_stride, a.v_stride,
+                           a.o_stride, a.T,        a.nH,       int(nKV),   a.group,    a.scale, a.scale_log2};
+    flash_wgmma_bwd(p, stream);
+  } else {
+    static const bool once = (allow_smem(kernel, smem), true);
+    (void)once;
+    const dim3 grid(unsigned(nKV), unsigned((a.T + BC - 1) / BC), unsigned(D / C::kDH));
+    TUNE_CHECK(grid.y <= 65535) << "flash_attention_bwd: " << a.T << " tokens is too many";
+    kernel<<<grid, C::kWarps * 32, smem, stream>>>(a);
+    TUNE_CUDA_LAUNCHED();
+  }
   flash_bwd_dq_kernel<D><<<row_blocks, 256, 0, stream>>>(a.dq_acc, dq, a.q_stride, a.scale, a.T, a.nH);
   TUNE_CUDA_LAUNCHED();
 }
@@ -736,7 +714,13 @@ void flash_attention_fwd(const void* q, const void* k, const void* v, const int3
       fwd_launch<64>(a, s.nH, st);
       break;
     case 128:
-      fwd_launch<128>(a, s.nH, st);
+      if ((TUNE_FA_WGMMA & 1) && flash_wgmma_supported(128)) {
+        const WgmmaFwdParams p{a.q,        a.k,        a.v,        a.doc_start, a.o,       a.lse, a.q_stride,
+                               a.k_stride, a.v_stride, a.o_stride, a.T,         int(s.nH), a.group, a.scale_log2};
+        flash_wgmma_fwd(p, st);
+      } else {
+        fwd_launch<128>(a, s.nH, st);
+      }
       break;
     default:
       fwd_launch<256>(a, s.nH, st);

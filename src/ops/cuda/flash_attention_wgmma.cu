@@ -1,0 +1,575 @@
+// Fused causal attention for head dim 128 on Hopper (sm_90a): the FlashAttention-3 route. Warpgroups (4 warps)
+// issue wgmma (m64nNk16, bf16 in, fp32 accumulators) on tiles that cp.async brings into shared memory in the
+// 128-byte-swizzled layout wgmma reads; one layout serves every operand: a tile of R rows x 128 dims is stored
+// as two column blocks of 64 dims, [2][R][64] bf16, row r's 16-byte chunk c at chunk c ^ (r % 8). Read along
+// the dims it is a K-major operand; read along the rows, an MN-major one.
+// Forward: CTA per (query head, 128 queries), warpgroup w owns queries 64w..64w+63; per key tile of 128 (from the
+// diagonal back to the first document start, K/V double-buffered): S = Q K^T by wgmma from shared memory, online
+// softmax in registers (log2 domain), O += P V with P as the register A operand. Warpgroup 1 issues its S only
+// after warpgroup 0 ("ping-pong"), so one's softmax runs while the tensor cores work for the other.
+// Backward: CTA per (kv head, 128 keys), warpgroup w owns keys 64w..64w+63 and keeps their dK and dV (fp32) in
+// registers while the CTA walks the query tiles of 64 that see a key of the tile, for each query head of the
+// group (Q, dO double-buffered). Per step: S^T = K Q^T and dP^T = V dO^T (wgmma from shared memory), P^T and
+// dS^T = P^T (dP^T - D) in registers, dV += P^T dO and dK += dS^T Q (A from registers), dS^T to shared memory
+// (double-buffered); dQ = dS K of the step (64 queries x 64 dims per warpgroup) is issued in the next step, beside
+// its dK, and its fp32 atomics into the workspace overlap that product. One CTA barrier per step.
+// ptxas serializes the whole wgmma pipeline (info C7513-C7515) when a register an in-flight wgmma reads or writes
+// is touched by other instructions, or when the pipeline differs between control paths: hence the register
+// fences, the first backward step as its own instance, and softmax results in registers apart from S.
+// The rest (checks, D, dq from its accumulators) is flash_attention.cu's.
+#include "ops/cuda/flash_attention_wgmma.cuh"
+
+#include <climits>
+
+#include "core/cuda_check.h"
+#include "ops/cuda/flash_attention_ptx.cuh"
+
+namespace tune::cuda {
+
+namespace {
+
+using namespace flash;  // PTX wrappers and constants shared with the mma.sync kernels
+
+constexpr int kD = 128;                     // head dim
+constexpr int kThreads = 256;               // two warpgroups
+constexpr int kFwdBR = 128, kFwdBC = 128;   // forward: queries per CTA, keys per tile
+constexpr int kBwdBR = 64, kBwdBC = 128;    // backward: queries per step, keys per CTA
+// Shared memory. Forward: Q (32 KB), K and V two stages each (32 KB a tile). Backward: K, V (32 KB each), Q and dO
+// two stages each (16 KB a tile), dS^T (128 keys x 64 queries, 16 KB) two stages, lse / D / doc_start of the two
+// stages' queries. Both: 1 KB more to align the base to 1024 bytes (the swizzle pattern repeats every 1024).
+constexpr size_t kFwdSmem = 5 * 32768 + 1024;
+constexpr size_t kBwdSmem = 10 * 16384 + 6 * kBwdBR * 4 + 1024;
+static_assert(kFwdBR == 128 && kFwdBC == 128 && kBwdBR == 64 && kBwdBC == 128, "the kernels hard-code these");
+
+// The kernels' bodies exist only in the sm_90a image; elsewhere (the portable PTX) they are empty, and
+// flash_wgmma_supported() keeps them from being launched there.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define TUNE_FA_WGMMA_BODY 1
+#else
+#define TUNE_FA_WGMMA_BODY 0
+#endif
+
+#if TUNE_FA_WGMMA_BODY
+
+// ---- PTX wrappers -------------------------------------------------------------------------------------------
+
+// Shared memory written through the generic proxy (cp.async, stores) is about to be read by wgmma (async proxy).
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Named barrier `id` over `count` threads: sync waits for the count, arrive counts itself without waiting.
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count));
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count));
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accesses of accumulators across wgmma issue and wait.
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// Shared-memory matrix descriptor, 128-byte swizzle: start address, leading byte offset (K-major: unused; MN-major:
+// between 64-element column blocks), stride byte offset 1024 (between groups of 8 rows of 128 bytes).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo) {
+  return uint64_t((addr >> 4) & 0x3FFF) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+
+// ---- wgmma (generated shapes: the operand lists must be literal) ----
+
+// d (64 x 64, f32) (+)= A (64 x 16, smem) * B (16 x 64, smem); TA / TB: the operand is MN-major.
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_ss_n64(float (&d)[32], uint64_t da, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, %35, %36;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
+}
+
+// d (64 x 128, f32) (+)= A (64 x 16, smem) * B (16 x 128, smem); TA / TB: the operand is MN-major.
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], uint64_t da, uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, %67, %68;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
+}
+
+// d (64 x 128, f32) += A (64 x 16, registers: the m16n8k16 A fragment of this warp's 16 rows) * B (16 x 128,
+// smem); TB: B is MN-major.
+template <int TB>
+__device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const uint32_t (&a)[4], uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TB));
+}
+
+// Rows [row0, row0 + ROWS) x kD columns of a bf16 matrix (`stride` elements per row) into the swizzled [2][ROWS][64]
+// tile at shared address s; rows at or past T are zero-filled. All kThreads threads take part.
+template <int ROWS>
+__device__ __forceinline__ void load_tile(uint32_t s, const bf16* g, int64_t stride, int row0, int T) {
+  static_assert(ROWS * 16 % kThreads == 0, "tile rows must split evenly over the CTA");
+#pragma unroll
+  for (int it = 0; it < ROWS * 16 / kThreads; ++it) {
+    const int i = it * kThreads + int(threadIdx.x), r = i >> 4, c = i & 15, t = row0 + r;
+    const bool ok = t < T;
+    const uint32_t dst = s + (c >> 3) * (ROWS * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+    cp_async16(dst, g + (ok ? int64_t(t) * stride : 0) + c * 8, ok);
+  }
+}
+
+// The m16n8k16 A fragment of columns [16 kk, 16 kk + 16) of a 64 x N accumulator, as bf16 (the accumulator layout
+// of wgmma is that of mma.sync repeated over 8-column blocks: d[4j..4j+3] = rows g, g, g+8, g+8 of block j).
+template <int N>
+__device__ __forceinline__ void acc_to_a(const float (&d)[N], int kk, uint32_t (&a)[4]) {
+  a[0] = pack_bf16(d[8 * kk], d[8 * kk + 1]);
+  a[1] = pack_bf16(d[8 * kk + 2], d[8 * kk + 3]);
+  a[2] = pack_bf16(d[8 * kk + 4], d[8 * kk + 5]);
+  a[3] = pack_bf16(d[8 * kk + 6], d[8 * kk + 7]);
+}
+
+// ---- forward ------------------------------------------------------------------------------------------------
+
+// S = Q K^T for this warpgroup's 64 queries x 128 keys (8 steps of 16 dims), issued and committed, not waited.
+__device__ __forceinline__ void fwd_issue_s(float (&s)[64], uint32_t sQw, uint32_t sK) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk)
+    wgmma_ss_n128<0, 0>(s, sw128_desc(sQw + (kk >> 2) * 16384 + (kk & 3) * 32, 16),
+                        sw128_desc(sK + (kk >> 2) * 16384 + (kk & 3) * 32, 16), kk > 0);
+  wgmma_commit();
+}
+
+// Online softmax of one key tile (keys k0..k0+127) for this thread's two rows: masks S, updates the running max m
+// and sum l (l scaled by alpha, the factor the output must take too), and writes P = 2^(S sl2 - max) to pr (fp32;
+// acc_to_a packs it as the A operand of P V).
+struct FwdRows {
+  int r[2], ds[2];  // the rows (queries) and the first key each sees (INT_MAX: a row past T)
+};
+__device__ __forceinline__ void fwd_softmax(const float (&s)[64], const FwdRows& rows, bool mask, int k0, int tq,
+                                            float sl2, float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                            float (&pr)[64]) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int key = k0 + 8 * j + 2 * tq + (e & 1), i = e >> 1;
+      pr[4 * j + e] = mask && (key < rows.ds[i] || key > rows.r[i]) ? -INFINITY : s[4 * j + e];
+    }
+  float base_[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) mx = fmaxf(mx, fmaxf(pr[4 * j + 2 * i], pr[4 * j + 2 * i + 1]));
+    const float mn = fmaxf(m[i], quad_max(mx) * sl2);
+    // A row with no visible key yet keeps max -inf: subtract 0 instead, so that 2^(-inf) = 0, not NaN.
+    base_[i] = mn == -INFINITY ? 0.0f : mn;
+    alpha[i] = exp2_approx(m[i] - base_[i]);
+    m[i] = mn;
+    l[i] *= alpha[i];
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) pr[4 * j + e] = exp2_approx(fmaf(pr[4 * j + e], sl2, -base_[e >> 1]));
+    l[0] += pr[4 * j] + pr[4 * j + 1], l[1] += pr[4 * j + 2] + pr[4 * j + 3];
+  }
+}
+
+#endif  // TUNE_FA_WGMMA_BODY
+
+// Key tiles are visited from the diagonal back, K and V of the next one loading (second stage) during each. Per
+// tile: S = Q K^T, softmax, O += P V, each warpgroup its own 64 rows. Warpgroup 1 issues its S product only once
+// warpgroup 0 has issued its own, so that the tensor cores finish warpgroup 0's first and its softmax runs while
+// they work for warpgroup 1 (the FlashAttention-3 "ping-pong"; without it both products end together and both
+// softmaxes leave the tensor cores idle).
+__global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const WgmmaFwdParams p) {
+#if TUNE_FA_WGMMA_BODY
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
+  const uint32_t sQ = base, sK0 = base + 32768, sV0 = base + 3 * 32768;  // stage b: sK0 + b * 32768
+  // The warpgroup and warp indices through a shuffle: the compiler then knows them warp-uniform (shared-memory
+  // descriptors built from them can live in uniform registers).
+  const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid >> 5, 0), wg = warp >> 2,
+            wq = warp & 3;
+  const int g = lane >> 2, tq = lane & 3;
+  // Heads vary fastest in launch order and query tiles run backwards: the tiles with the most keys start first.
+  const int T = p.T, h = blockIdx.x, kh = h / p.group;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kFwdBR;
+  const int q_last = min(q0 + kFwdBR, T) - 1;
+  const int kb_first = (p.doc_start ? p.doc_start[q0] : 0) / kFwdBC, kb_last = q_last / kFwdBC;
+  const int ds_last = p.doc_start ? p.doc_start[q_last] : 0;
+  const bf16* gk = p.k + int64_t(kh) * kD;
+  const bf16* gv = p.v + int64_t(kh) * kD;
+  const uint32_t sQw = sQ + wg * 8192;  // this warpgroup's 64 rows of each column block
+
+  load_tile<kFwdBR>(sQ, p.q + int64_t(h) * kD, p.q_stride, q0, T);
+  load_tile<kFwdBC>(sK0, gk, p.k_stride, kb_last * kFwdBC, T);
+  load_tile<kFwdBC>(sV0, gv, p.v_stride, kb_last * kFwdBC, T);
+  cp_async_commit();
+
+  FwdRows rows;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    rows.r[i] = q0 + wg * 64 + wq * 16 + g + 8 * i;
+    rows.ds[i] = rows.r[i] < T ? (p.doc_start ? p.doc_start[rows.r[i]] : 0) : INT_MAX;
+  }
+  const float sl2 = p.scale_log2;
+  float o[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+  reg_fence(o);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
+
+  int buf = 0;
+  for (int kb = kb_last; kb >= kb_first; --kb, buf ^= 1) {
+    const int k0 = kb * kFwdBC;
+    cp_async_wait_all();
+    fence_proxy_async();
+    __syncthreads();  // K(kb), V(kb) have landed; both warpgroups are done with the other stage
+    // The next tile's K and V; issuing them after S instead was 3-4% slower (bench/NOTES_attention.md).
+    if (kb > kb_first) {
+      load_tile<kFwdBC>(sK0 + (buf ^ 1) * 32768, gk, p.k_stride, k0 - kFwdBC, T);
+      load_tile<kFwdBC>(sV0 + (buf ^ 1) * 32768, gv, p.v_stride, k0 - kFwdBC, T);
+      cp_async_commit();
+    }
+    float s[64];
+    if (wg == 1) named_barrier_sync(1, kThreads);
+    fwd_issue_s(s, sQw, sK0 + buf * 32768);
+    if (wg == 0) named_barrier_arrive(1, kThreads);
+    wgmma_wait<0>();
+    reg_fence(s);
+    float pr[64];
+    // Masks unless every key of the tile precedes every row and lies in every row's document.
+    fwd_softmax(s, rows, !(k0 + kFwdBC - 1 <= q0 && ds_last <= k0), k0, tq, sl2, m, l, alpha, pr);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      o[4 * j] *= alpha[0], o[4 * j + 1] *= alpha[0];
+      o[4 * j + 2] *= alpha[1], o[4 * j + 3] *= alpha[1];
+    }
+    uint32_t pf[8][4];
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) acc_to_a(pr, kk, pf[kk]);
+    // O += P V: 8 steps of 16 keys; V read along its rows (MN-major B).
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) wgmma_rs_n128<1>(o, pf[kk], sw128_desc(sV0 + buf * 32768 + kk * 2048, 16384), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(o);
+  }
+
+  // O / l as bf16 (each quad of lanes writes 16 contiguous bytes of a row) and lse per row.
+  bf16* go = p.o + int64_t(h) * kD + 2 * tq;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float li = quad_sum(l[i]);
+    const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+    if (rows.r[i] >= T) continue;
+    if (tq == 0) p.lse[int64_t(h) * T + rows.r[i]] = (m[i] + log2f(li)) * kLn2;
+    bf16* row = go + int64_t(rows.r[i]) * p.o_stride;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      *reinterpret_cast<uint32_t*>(row + 8 * j) = pack_bf16(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+  }
+#endif
+}
+
+// ---- backward -----------------------------------------------------------------------------------------------
+
+__global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const WgmmaBwdParams p) {
+#if TUNE_FA_WGMMA_BODY
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
+  const uint32_t sK = base, sV = base + 32768, sQ0 = base + 65536, sdO0 = base + 98304, sdS0 = base + 131072;
+  float* s_lse = reinterpret_cast<float*>(smem_raw + (base - raw) + 163840);  // (2, BR)
+  float* s_dvec = s_lse + 2 * kBwdBR;                                         // (2, BR)
+  int* s_ds = reinterpret_cast<int*>(s_dvec + 2 * kBwdBR);                    // (2, BR)
+  // The warpgroup and warp indices through a shuffle: the compiler then knows them warp-uniform (shared-memory
+  // descriptors built from them can live in uniform registers).
+  const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid >> 5, 0), wg = warp >> 2,
+            wq = warp & 3;
+  const int g = lane >> 2, tq = lane & 3;
+  // kv heads vary fastest in launch order: the first key tiles, with the most queries, start first.
+  const int T = p.T, k0 = blockIdx.y * kBwdBC, kh = blockIdx.x;
+  const int k_last = min(k0 + kBwdBC, T) - 1;
+
+  load_tile<kBwdBC>(sK, p.k + int64_t(kh) * kD, p.k_stride, k0, T);
+  load_tile<kBwdBC>(sV, p.v + int64_t(kh) * kD, p.v_stride, k0, T);
+  // Queries that see a key of the tile: [k0, q_end), q_end = the first t whose document starts after k_last.
+  int q_end = T;
+  if (p.doc_start) {
+    int lo = k_last + 1, hi = T;
+    while (lo < hi) {
+      const int mid = (lo + hi) >> 1;
+      if (p.doc_start[mid] > k_last) hi = mid;
+      else lo = mid + 1;
+    }
+    q_end = lo;
+  }
+  const int qt_first = k0 / kBwdBR, nq = (q_end - 1) / kBwdBR - qt_first + 1, n_steps = p.group * nq;
+
+  // Step i: query head kh * group + i / nq, query tile qt_first + i % nq, into stage `buf`.
+  auto stage = [&](int i, int buf) {
+    const int h = kh * p.group + i / nq, q0 = (qt_first + i % nq) * kBwdBR;
+    load_tile<kBwdBR>(sQ0 + buf * 16384, p.q + int64_t(h) * kD, p.q_stride, q0, T);
+    load_tile<kBwdBR>(sdO0 + buf * 16384, p.d_o + int64_t(h) * kD, p.o_stride, q0, T);
+    if (tid < kBwdBR) {
+      const int t = q0 + tid;
+      const bool ok = t < T;
+      const int64_t at = int64_t(h) * T + (ok ? t : 0);
+      cp_async4(smem_u32(s_lse + buf * kBwdBR + tid), p.lse + at, ok);
+      cp_async4(smem_u32(s_dvec + buf * kBwdBR + tid), p.dvec + at, ok);
+      if (p.doc_start) cp_async4(smem_u32(s_ds + buf * kBwdBR + tid), p.doc_start + (ok ? t : 0), ok);
+      else s_ds[buf * kBwdBR + tid] = 0;
+    }
+    cp_async_commit();
+  };
+  stage(0, 0);  // one group with K and V
+
+  float dka[64], dva[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) dka[i] = dva[i] = 0.0f;
+  reg_fence(dka);  // defined here, not inside a wgmma's flight (that would serialize the wgmma pipeline)
+  reg_fence(dva);
+  const int key0 = k0 + wg * 64 + wq * 16 + g, key1 = key0 + 8;  // this thread's rows of S^T
+  // This thread's rows of dS^T in sdS ([128 keys][64 queries], swizzled).
+  const int srow0 = wg * 64 + wq * 16 + g, srow1 = srow0 + 8;
+  const float sl2 = p.scale_log2;
+
+  // dQ of step j = dS K, this warpgroup's 64 dims: A = dS read down the columns of dS^T (MN-major), B = K's column
+  // block wg read along its rows (MN-major); 8 steps of 16 keys. Issued late in step j + 1 (sdS is double-buffered),
+  // so that no barrier separates dS^T from it and its atomics overlap that step's dK product.
+  auto issue_dq = [&](int j, float(&dqa)[32]) {
+    const uint32_t sds = sdS0 + (j & 1) * 16384;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+      wgmma_ss_n64<1, 1>(dqa, sw128_desc(sds + kk * 2048, 8192), sw128_desc(sK + wg * 16384 + kk * 2048, 8192),
+                         kk > 0);
+    wgmma_commit();
+  };
+  auto add_dq = [&](int j, const float(&dqa)[32]) {
+    const int h = kh * p.group + j / nq, t0 = (qt_first + j % nq) * kBwdBR + wq * 16 + g, t1 = t0 + 8;
+    float* dq0 = p.dq_acc + (int64_t(t0) * p.nH + h) * kD + wg * 64 + 2 * tq;
+    float* dq1 = dq0 + int64_t(8) * p.nH * kD;
+#pragma unroll
+    for (int jj = 0; jj < 8; ++jj) {
+      if (t0 < T) atomicAdd(reinterpret_cast<float2*>(dq0 + 8 * jj), make_float2(dqa[4 * jj], dqa[4 * jj + 1]));
+      if (t1 < T) atomicAdd(reinterpret_cast<float2*>(dq1 + 8 * jj), make_float2(dqa[4 * jj + 2], dqa[4 * jj + 3]));
+    }
+  };
+
+  // One step; the first has no dQ of a previous step to run (a separate instance, so that ptxas sees one wgmma
+  // pipeline shape per instance and does not serialize it).
+  auto step = [&]<bool kFirst>(int i) {
+    const int buf = i & 1, q0 = (qt_first + i % nq) * kBwdBR;
+    cp_async_wait_all();
+    fence_proxy_async();
+    __syncthreads();  // step i has landed, sdS of step i - 1 is complete; both warpgroups are done with step i - 1
+    const uint32_t sQ = sQ0 + buf * 16384, sdO = sdO0 + buf * 16384, sds = sdS0 + buf * 16384;
+    const float* lse = s_lse + buf * kBwdBR;
+    const float* dvec = s_dvec + buf * kBwdBR;
+    const int* ds = s_ds + buf * kBwdBR;
+
+    // S^T = K Q^T and dP^T = V dO^T: this warpgroup's 64 keys x 64 queries, 8 steps of 16 dims each.
+    float st[32], dpt[32];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+      wgmma_ss_n64<0, 0>(st, sw128_desc(sK + (kk >> 2) * 16384 + wg * 8192 + (kk & 3) * 32, 16),
+                         sw128_desc(sQ + (kk >> 2) * 8192 + (kk & 3) * 32, 16), kk > 0);
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+      wgmma_ss_n64<0, 0>(dpt, sw128_desc(sV + (kk >> 2) * 16384 + wg * 8192 + (kk & 3) * 32, 16),
+                         sw128_desc(sdO + (kk >> 2) * 8192 + (kk & 3) * 32, 16), kk > 0);
+    wgmma_commit();
+    if (i + 1 < n_steps) stage(i + 1, buf ^ 1);  // while the tensor cores work
+    wgmma_wait<1>();
+    reg_fence(st);
+
+    // P^T = 2^(S^T sl2 - lse[query] log2 e), 0 where masked (past T, before the query's document, after it).
+    const bool need_mask = !(k0 + kBwdBC - 1 <= q0 && q0 + kBwdBR <= T && ds[kBwdBR - 1] <= k0);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int rq = 8 * j + 2 * tq;  // this thread's two query columns rq, rq + 1 (8-byte aligned pairs)
+      const float2 lse2 = *reinterpret_cast<const float2*>(lse + rq);
+      const float nl[2] = {-lse2.x * kLog2e, -lse2.y * kLog2e};
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float p0 = exp2_approx(fmaf(st[4 * j + e], sl2, nl[e]));
+        float p1 = exp2_approx(fmaf(st[4 * j + 2 + e], sl2, nl[e]));
+        if (need_mask) {
+          const int t = q0 + rq + e, dst = ds[rq + e];
+          const bool tv = t < T;
+          if (!(tv && dst <= key0 && key0 <= t)) p0 = 0.0f;
+          if (!(tv && dst <= key1 && key1 <= t)) p1 = 0.0f;
+        }
+        st[4 * j + e] = p0, st[4 * j + 2 + e] = p1;
+      }
+    }
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) acc_to_a(st, kk, pa[kk]);
+    // dV += P^T dO: 4 steps of 16 queries; dO read along its rows (MN-major B, 128 dims in two column blocks).
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_rs_n128<1>(dva, pa[kk], sw128_desc(sdO + kk * 2048, 8192), 1);
+    wgmma_commit();
+    wgmma_wait<1>();  // dP^T is done (dV may still run)
+    reg_fence(dpt);
+
+    // dS^T = P^T (dP^T - D[query]), without `scale` (applied to dK and dQ at the end); to sdS for dQ.
+    uint32_t sa[4][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float2 d2 = *reinterpret_cast<const float2*>(dvec + 8 * j + 2 * tq);
+      const float dd[2] = {d2.x, d2.y};
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        st[4 * j + e] *= dpt[4 * j + e] - dd[e];
+        st[4 * j + 2 + e] *= dpt[4 * j + 2 + e] - dd[e];
+      }
+    }
+    const uint32_t sds0 = sds + srow0 * 128, sds1 = sds + srow1 * 128;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      acc_to_a(st, kk, sa[kk]);
+      // Columns (queries) 16 kk + 2 tq (chunk 2 kk) and 16 kk + 8 + 2 tq (chunk 2 kk + 1) of rows srow0 / srow1.
+      const uint32_t c0 = (2 * kk) ^ (srow0 & 7), c1 = (2 * kk + 1) ^ (srow0 & 7);
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds0 + c0 * 16 + tq * 4), "r"(sa[kk][0]) : "memory");
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds1 + c0 * 16 + tq * 4), "r"(sa[kk][1]) : "memory");
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds0 + c1 * 16 + tq * 4), "r"(sa[kk][2]) : "memory");
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds1 + c1 * 16 + tq * 4), "r"(sa[kk][3]) : "memory");
+    }
+    fence_proxy_async();  // for the dQ products of the next step
+    // dQ of the previous step (its atomics run beside dK), then dK += dS^T Q: Q read along its rows (MN-major B).
+    float dqa[32];
+    if constexpr (!kFirst) issue_dq(i - 1, dqa);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_rs_n128<1>(dka, sa[kk], sw128_desc(sQ + kk * 2048, 8192), 1);
+    wgmma_commit();
+    if constexpr (!kFirst) {
+      wgmma_wait<1>();  // dV and dQ of step i - 1
+      reg_fence(dqa);
+      add_dq(i - 1, dqa);
+    }
+    wgmma_wait<0>();  // dK: its stage and A registers are free again
+    reg_fence(dka);
+    reg_fence(dva);
+  };
+  step.template operator()<true>(0);
+  for (int i = 1; i < n_steps; ++i) step.template operator()<false>(i);
+  __syncthreads();  // sdS of the last step is complete
+  {
+    float dqa[32];
+    issue_dq(n_steps - 1, dqa);
+    wgmma_wait<0>();
+    reg_fence(dqa);
+    add_dq(n_steps - 1, dqa);
+  }
+
+  // dK (times scale) and dV, each quad of lanes writing 16 contiguous bytes of a row.
+  const int keys[2] = {key0, key1};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (keys[i] >= T) continue;
+    const int64_t col = int64_t(kh) * kD + 2 * tq;
+    bf16* dkr = p.dk + int64_t(keys[i]) * p.k_stride + col;
+    bf16* dvr = p.dv + int64_t(keys[i]) * p.v_stride + col;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      *reinterpret_cast<uint32_t*>(dkr + 8 * j) =
+          pack_bf16(dka[4 * j + 2 * i] * p.scale, dka[4 * j + 2 * i + 1] * p.scale);
+      *reinterpret_cast<uint32_t*>(dvr + 8 * j) = pack_bf16(dva[4 * j + 2 * i], dva[4 * j + 2 * i + 1]);
+    }
+  }
+#endif
+}
+
+template <class K>
+void allow_smem(K* kernel, size_t bytes) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+}  // namespace
+
+bool flash_wgmma_supported(int64_t d) {
+  if (d != kD) return false;
+  static const bool hopper = [] {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
+    return major == 9 && minor == 0;  // the sm_90a image runs on compute capability 9.0 only
+  }();
+  return hopper;
+}
+
+void flash_wgmma_fwd(const WgmmaFwdParams& p, cudaStream_t stream) {
+  static const bool once = (allow_smem(flash_fwd_wgmma_kernel, kFwdSmem), true);
+  (void)once;
+  const dim3 grid(unsigned(p.nH), unsigned((p.T + kFwdBR - 1) / kFwdBR));
+  TUNE_CHECK(grid.y <= 65535) << "flash_attention_fwd: " << p.T << " tokens is too many";
+  flash_fwd_wgmma_kernel<<<grid, kThreads, kFwdSmem, stream>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void flash_wgmma_bwd(const WgmmaBwdParams& p, cudaStream_t stream) {
+  static const bool once = (allow_smem(flash_bwd_wgmma_kernel, kBwdSmem), true);
+  (void)once;
+  const dim3 grid(unsigned(p.nKV), unsigned((p.T + kBwdBC - 1) / kBwdBC));
+  TUNE_CHECK(grid.y <= 65535) << "flash_attention_bwd: " << p.T << " tokens is too many";
+  flash_bwd_wgmma_kernel<<<grid, kThreads, kBwdSmem, stream>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace tune::cuda
