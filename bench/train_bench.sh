@@ -13,7 +13,7 @@ for spec in "$@"; do
   t=$("$tune" bench train --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 2 --json $extra)
   b=$(python3 bench/hf_baseline.py --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 2 \
       2>/dev/null | tail -1 || true)
-  python3 - "$t" "$b" "$commit" "$out" "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" <<'PY'
+  python3 - "$t" "$b" "$commit" "$out" "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" "$extra" <<'PY'
 import datetime, json, sys
 t = json.loads(sys.argv[1])
 # A preset the baseline script has no shape for (e.g. the Qwen3.5 MoE) records tune alone.
@@ -26,7 +26,7 @@ row = {"date": datetime.date.today().isoformat(), "commit": sys.argv[3], "device
        "speedup": None if "tokens_per_s" not in b else round(t["tokens_per_s"] / b["tokens_per_s"], 3),
        "baseline": "none for this preset" if b.get("skipped") else
                    "transformers %s + peft %s, torch %s" % (b.get("transformers"), b.get("peft"), b.get("torch")),
-       "first_step_s": round(t["first_step_s"], 2)}
+       "first_step_s": round(t["first_step_s"], 2), "tune_flags": sys.argv[6]}
 print(json.dumps(row))
 with open(sys.argv[4], "a") as f:
     f.write(json.dumps(row) + "\n")
