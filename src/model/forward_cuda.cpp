@@ -707,8 +707,8 @@ struct CudaLoraModel::Impl {
 
   // Backward: da (T, in) (+)= dy W (dy (T, N) [ldy]) and the group's share through its LoRA, and the A/B
   // gradients, given the forward's a and u (a's LoRA columns for folded groups). The input gradient does not use
-  // the folded columns: dy [W | s B] has as many output columns as [x | u], and cuBLAS tiles an input width plus
-  // n r columns worse (+23% for qwen3-4b's gate|up) than it gains by making s dy B in the same pass.
+  // the folded columns: dy [W | s B] has as many output columns as [x | u], and cuBLAS tiled an input width plus
+  // n r columns worse than it gained by making s dy B in the same pass (bench/RESULTS.md, commit bd1620d).
   void linear_bwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, const void* dy,
                   int64_t ldy, const void* a, const void* u, void* da, float beta = 0.0f) {
     if (g.kx > 0) lora_bwd(ly, g, T, dy, ldy, a, g.ld(), static_cast<const char*>(a) + g.in * 2, g.ld());
@@ -1386,7 +1386,7 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   plan.alloc_weights();
   plan.alloc_activations();
   // Device bytes beside the plan: the optimizer's two fp32 moments per parameter, and what the CUDA runtime and
-  // cuBLAS take as kernels load (about 0.15 GiB measured on the GPU machine). Of the device's free memory, 5% and
+  // cuBLAS take as kernels load (a 256 MiB allowance). Of the device's free memory, 5% and
   // 1 GiB more stay free for allocator slack and the CUDA context; a budget the user gives is taken as it is.
   const int64_t extra = 8 * plan.nparams + (int64_t(256) << 20);
   int64_t usable = budget_bytes;
@@ -1402,8 +1402,8 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
   o.keep_attention = att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
   // What is left keeps attention layers' activations on the device, the mixer outputs first (one o product
-  // saved per T H 2 bytes), then the q|k|v products (one product per T (nH + 2 nKV) d 2 bytes). (Offloading the
-  // checkpoints to make room for more was slower: qwen3-4b at 10.4 GiB, 19.5k against 19.8k tokens/s.)
+  // saved per T H 2 bytes), then the q|k|v products (one product per T (nH + 2 nKV) d 2 bytes). Offloading the
+  // checkpoints to make room for more was tried and was slower (bench/RESULTS.md, commit bd1620d).
   if (!o.offload && usable > 0) {
     const int64_t T = plan.max_T;
     int64_t slack = usable - plan.mem.total() - extra;

@@ -1,8 +1,9 @@
 // qk_norm_rope on CUDA. Head dims 64, 128 and 256 (with a rotary half that splits into a power-of-two number of
 // lanes): a warp per (token, 4 heads), each head in registers, V = d / 32 elements per lane moved by one vector
 // load, rotated across lanes with one shuffle. Other shapes: a warp per (token, head) staged in shared memory,
-// which takes any head dim up to 256 and any rotary split, at a third of the speed. The (cos, sin) table is made once per micro-batch: inv_freq formed on the host in
-// fp32 (as rope.cu), angle = pos * inv_freq in fp32, sincosf at full accuracy (positions reach 10^5 and more).
+// which takes any head dim up to 256 and any rotary split, more slowly. The (cos, sin) table is made once per
+// micro-batch: inv_freq formed on the host in fp32 (as rope.cu), angle = pos * inv_freq in fp32, sincosf at full
+// accuracy (positions reach 10^5 and more).
 #include <cmath>
 
 #include "ops/cuda/kernel_util.cuh"
