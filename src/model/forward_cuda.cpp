@@ -727,11 +727,10 @@ struct CudaLoraModel::Impl {
   }
 
   // Unfolded LoRA forward: u = a A_grp^T (T, n r); y[:, col_t] += s u_t B_t^T.
-  void lora_fwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* a, void* u, void* y, int64_t ldy) {
+  void lora_fwd(const Layer& ly, const LoraGroup& g, int64_t T, void* a, void* u, void* y, int64_t ldy) {
     if (g.n() == 0) return;
     const int64_t nr = g.n() * r;
-    cuda::gemm(T, nr, g.in, 1.0f, {a, g.in, false}, {Ab(g.a), g.in, true}, DType::BF16, 0.0f, nullptr, u, nr,
-               DType::BF16);
+    lora_u(g, T, a, u);
     for (int64_t i = 0; i < g.n(); ++i) {
       const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
       for (const BPart& p : b_parts(sl)) {
@@ -829,11 +828,12 @@ struct CudaLoraModel::Impl {
   // Points qkv_p / mid_p at layer l's kept slots or the shared buffers.
   void use_layer(int64_t l) {
     const int64_t a = att_index[size_t(l)];
-    qkv_p = a >= 0 && a < keep_qkv ? kept_qkv.at(a * max_T * max_in * 2) : static_cast<char*>(qkv.p);
-    mid_p = a >= 0 && a < keep_mid ? kept_mid.at(a * max_T * H * 2) : static_cast<char*>(xmid.p);
+    qkv_p = kept_qkv_layer(a) ? kept_qkv.at(a * max_T * max_in * 2) : static_cast<char*>(qkv.p);
+    mid_p = kept_mid_layer(a) ? kept_mid.at(a * max_T * H * 2) : static_cast<char*>(xmid.p);
   }
-  bool kept_qkv_layer(int64_t a) const { return a < keep_qkv; }
-  bool kept_mid_layer(int64_t a) const { return a < keep_mid; }
+  // Whether attention layer a (-1: not an attention layer) keeps its q|k|v product / xmid on the device.
+  bool kept_qkv_layer(int64_t a) const { return a >= 0 && a < keep_qkv; }
+  bool kept_mid_layer(int64_t a) const { return a >= 0 && a < keep_mid; }
 
   // The mixer of layer l from x_in: xn, its activations and xmid = x_in + mixer(xn).
   void mixer_fwd(int64_t l, int64_t T, const void* x_in, bool recompute) {
@@ -1250,36 +1250,41 @@ struct CudaLoraModel::Impl {
     zero_lora_columns();
   }
 
-  // The folded groups' weights: (weight, its rows, its group).
-  std::vector<std::tuple<const DeviceBuffer*, int64_t, const LoraGroup*>> folded_weights() const {
-    std::vector<std::tuple<const DeviceBuffer*, int64_t, const LoraGroup*>> v;
+  // A folded group's weight: its layer, the weight (rows, g->ld()) and the group.
+  struct FoldedWeight {
+    const Layer* ly;
+    const DeviceBuffer* w;
+    int64_t rows;
+    const LoraGroup* g;
+  };
+  std::vector<FoldedWeight> folded_weights() const {
+    std::vector<FoldedWeight> v;
     for (const Layer& ly : layers)
       for (auto [w, rows, g] : {std::tuple{&ly.w_in, ly.ld_in, &ly.in}, {&ly.wo, H, &ly.out},
                                 {&ly.wgu, 2 * I, &ly.gu}, {&ly.wd, H, &ly.down}})
-        if (g->kx > 0) v.emplace_back(w, rows, g);
+        if (g->kx > 0) v.push_back({&ly, w, rows, g});
     return v;
   }
 
   // Zeros the LoRA columns of the folded weights (rows no target covers keep them so).
   void zero_lora_columns() {
-    for (auto [w, rows, g] : folded_weights())
-      CUDA_CHECK(cudaMemset2D(w->at(g->in * 2), size_t(g->ld() * 2), 0, size_t(g->kx * 2), size_t(rows)));
+    for (const FoldedWeight& f : folded_weights())
+      CUDA_CHECK(cudaMemset2D(f.w->at(f.g->in * 2), size_t(f.g->ld() * 2), 0, size_t(f.g->kx * 2), size_t(f.rows)));
   }
 
   // The B runs lora_pack_b copies into the folded weights: per target and B part, its rows at its output rows.
   void plan_pack() {
     std::vector<cuda::LoraPackSeg> segs;
-    for (const Layer& ly : layers)
-      for (auto [w, g] : {std::pair{&ly.w_in, &ly.in}, {&ly.wo, &ly.out}, {&ly.wgu, &ly.gu}, {&ly.wd, &ly.down}}) {
-        if (g->kx == 0) continue;
-        for (int64_t i = 0; i < g->n(); ++i) {
-          const LoraSlot& sl = ly.lora[size_t(g->targets[size_t(i)])];
-          for (const BPart& p : b_parts(sl)) {
-            segs.push_back({sl.b + p.row0 * r, w->at((p.col * g->ld() + g->in + i * r) * 2), g->ld(), p.rows});
-            pack_rows = std::max(pack_rows, p.rows);
-          }
+    for (const FoldedWeight& f : folded_weights()) {
+      const LoraGroup& g = *f.g;
+      for (int64_t i = 0; i < g.n(); ++i) {
+        const LoraSlot& sl = f.ly->lora[size_t(g.targets[size_t(i)])];
+        for (const BPart& p : b_parts(sl)) {
+          segs.push_back({sl.b + p.row0 * r, f.w->at((p.col * g.ld() + g.in + i * r) * 2), g.ld(), p.rows});
+          pack_rows = std::max(pack_rows, p.rows);
         }
       }
+    }
     n_pack = int64_t(segs.size());
     pack_segs = dev(std::max<int64_t>(n_pack, 1) * int64_t(sizeof(cuda::LoraPackSeg)));
     if (!dry && n_pack > 0)

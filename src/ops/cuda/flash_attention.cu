@@ -421,17 +421,8 @@ __global__ void __launch_bounds__(NW * 32, 1) flash_bwd_kernel(const BwdArgs a) 
 
   load_rows<BC, D, THREADS>(sK, a.k + int64_t(kh) * D, a.k_stride, k0, T);
   load_rows<BC, D, THREADS>(sV, a.v + int64_t(kh) * D, a.v_stride, k0, T);
-  // Queries that see a key of the tile: [k0, q_end), q_end = the first t whose document starts after k_last.
-  int q_end = T;
-  if (a.doc_start) {
-    int lo = k_last + 1, hi = T;
-    while (lo < hi) {
-      const int mid = (lo + hi) >> 1;
-      if (a.doc_start[mid] > k_last) hi = mid;
-      else lo = mid + 1;
-    }
-    q_end = lo;
-  }
+  // Queries that see a key of the tile: [k0, q_end).
+  const int q_end = queries_end(a.doc_start, k_last, T);
   const int qt_first = k0 / BR, nq = (q_end - 1) / BR - qt_first + 1, n_steps = a.group * nq;
 
   // Step i: query head kh * group + i / nq, query tile qt_first + i % nq, into buffer `buf`.

@@ -1,6 +1,7 @@
-// PTX wrappers and constants shared by the fused attention kernels (flash_attention.cu, mma.sync; and
-// flash_attention_wgmma.cu, Hopper wgmma): cp.async tile loads, bf16 packing, ex2 and the quad reductions over the
-// four lanes that share a row of an MMA fragment. Included by those .cu files only; depends on kernel_util.cuh.
+// PTX wrappers and helpers shared by the fused attention kernels (flash_attention.cu, mma.sync; and
+// flash_attention_wgmma.cu, Hopper wgmma): cp.async tile loads, bf16 packing, ex2, the quad reductions over the
+// four lanes that share a row of an MMA fragment, and the backward's varlen query range. Included by those .cu
+// files only; depends on kernel_util.cuh.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +48,19 @@ __device__ __forceinline__ float quad_max(float x) {
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// The end of the queries that see key k_last: the first t > k_last whose document starts after k_last (T when
+// none; doc_start (T) is non-decreasing, nullptr for one causal document).
+__device__ __forceinline__ int queries_end(const int* doc_start, int k_last, int T) {
+  if (!doc_start) return T;
+  int lo = k_last + 1, hi = T;
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (doc_start[mid] > k_last) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }
 
 }  // namespace tune::cuda::flash

@@ -342,17 +342,8 @@ __global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const Wgmm
 
   load_tile<kBwdBC>(sK, p.k + int64_t(kh) * kD, p.k_stride, k0, T);
   load_tile<kBwdBC>(sV, p.v + int64_t(kh) * kD, p.v_stride, k0, T);
-  // Queries that see a key of the tile: [k0, q_end), q_end = the first t whose document starts after k_last.
-  int q_end = T;
-  if (p.doc_start) {
-    int lo = k_last + 1, hi = T;
-    while (lo < hi) {
-      const int mid = (lo + hi) >> 1;
-      if (p.doc_start[mid] > k_last) hi = mid;
-      else lo = mid + 1;
-    }
-    q_end = lo;
-  }
+  // Queries that see a key of the tile: [k0, q_end).
+  const int q_end = queries_end(p.doc_start, k_last, T);
   const int qt_first = k0 / kBwdBR, nq = (q_end - 1) / kBwdBR - qt_first + 1, n_steps = p.group * nq;
 
   // Step i: query head kh * group + i / nq, query tile qt_first + i % nq, into stage `buf`.
