@@ -94,6 +94,8 @@ int bench_train(int argc, char** argv) {
   }
   const double step_s = timed / double(steps), tps = double(B * S) / step_s, gib = double(1 << 30);
   const CudaMemoryReport& m = trainer.model().memory();
+  const int64_t moments = 8 * trainer.model().num_params();  // AdamW's m and v, fp32
+  const double planned = double(m.total() + moments);
   const Json j = {{"preset", preset},
                   {"batch_size", B},
                   {"seq_len", S},
@@ -102,7 +104,8 @@ int bench_train(int argc, char** argv) {
                   {"tokens_per_s", tps},
                   {"step_ms", step_s * 1e3},
                   {"peak_gib", double(peak) / gib},
-                  {"planned_gib", double(m.total()) / gib},
+                  {"planned_gib", planned / gib},
+                  {"optimizer_gib", double(moments) / gib},
                   {"weights_gib", double(m.weights) / gib},
                   {"checkpoints_gib", double(m.checkpoints) / gib},
                   {"activations_gib", double(m.activations) / gib},
@@ -117,7 +120,7 @@ int bench_train(int argc, char** argv) {
     std::printf("%s b%lld x %lld, LoRA r%lld: %.0f tokens/s, %.1f ms/step, peak %.2f GiB (planned %.2f%s), first step "
                 "done %.1f s after launch, loss %.4f\n",
                 preset.c_str(), (long long)B, (long long)S, (long long)lc.rank, tps, step_s * 1e3, double(peak) / gib,
-                double(m.total()) / gib, plan.offload ? ", checkpoints offloaded" : "", first_step_s, loss);
+                planned / gib, plan.offload ? ", checkpoints offloaded" : "", first_step_s, loss);
   }
   return 0;
 #else

@@ -36,7 +36,8 @@ void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void*
 void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, const void* A, int64_t lda,
                         const void* B, int64_t ldb, float alpha, float* D, int64_t d_stride, void* stream = nullptr);
 
-// Device bytes held by the GEMM workspace (for memory reports).
+// Device bytes the GEMMs hold: cuBLASLt's workspace and the scratch that algorithm timing writes (for memory
+// plans and reports).
 int64_t gemm_workspace_bytes();
 
 }  // namespace tune::cuda

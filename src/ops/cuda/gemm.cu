@@ -53,9 +53,14 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
 };
 
+// The output that candidates of an accumulating product (C == D, beta != 0) are timed into: made with the
+// context, so that a step allocates nothing.
+constexpr size_t kScratchBytes = size_t(64) << 20;
+
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
+  void* scratch = nullptr;
   std::mutex mu;
   std::unordered_map<Key, Plan, KeyHash> plans;
 };
@@ -66,16 +71,18 @@ Context& context() {
     auto* c = new Context;
     CUBLAS_CHECK(cublasLtCreate(&c->handle));
     CUDA_CHECK(cudaMalloc(&c->workspace, kWorkspaceBytes));
+    CUDA_CHECK(cudaMalloc(&c->scratch, kScratchBytes));
     return c;
   }();
   return *ctx;
 }
 
-// Up to this many of the heuristic's candidates are timed once per plan (on the call's own operands, writing a
-// scratch output) and the fastest kept: the heuristic's first choice is not always the fastest for the skinny
-// shapes of LoRA and the odd widths of some models.
+// Up to this many of the heuristic's candidates are timed once per plan, on the call's own operands, and the
+// fastest kept: the heuristic's first choice is not always the fastest for the skinny shapes of LoRA and the odd
+// widths of some models. Outputs over kMaxTimedBytes (the big products, which the heuristic serves well) keep
+// its choice.
 constexpr int kCandidates = 6;
-constexpr size_t kMaxScratchBytes = size_t(96) << 20;
+constexpr size_t kMaxTimedBytes = size_t(96) << 20;
 
 struct Operands {
   const void *A, *B, *C;
@@ -131,20 +138,21 @@ Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
   cublasLtMatmulPreferenceDestroy(pref);
   TUNE_CHECK(found > 0) << "gemm: cuBLASLt has no algorithm for M=" << k.M << " N=" << k.N << " K=" << k.K;
   p.algo = res[0].algo;
-  // Time the candidates into a scratch D (C, when used, is read from the real buffer, so nothing changes). Large
-  // outputs (the big products, which the heuristic serves well) keep its choice: the scratch stays small.
+  // The candidates write D itself, which the call's own product overwrites next; an accumulating product
+  // (D = C + ...) must keep D, so its candidates write the context's scratch, and one too large for it keeps the
+  // heuristic's choice.
   const size_t dbytes = size_t(k.M) * size_t(k.ldd) * (DType(k.d) == DType::BF16 ? 2 : 4);
-  if (found == 1 || dbytes > kMaxScratchBytes) return p;
-  void* scratch = nullptr;
-  CUDA_CHECK(cudaMalloc(&scratch, dbytes));
+  const bool accumulates = op.C == op.D;
+  if (found == 1 || dbytes > kMaxTimedBytes || (accumulates && dbytes > kScratchBytes)) return p;
+  void* out = accumulates ? ctx.scratch : op.D;
   cudaEvent_t e0, e1;
   CUDA_CHECK(cudaEventCreate(&e0));
   CUDA_CHECK(cudaEventCreate(&e1));
   float best = INFINITY;
   for (int i = 0; i < found; ++i) {
     auto launch = [&] {
-      return cublasLtMatmul(ctx.handle, p.desc, &op.alpha, op.B, p.a, op.A, p.b, &op.beta, op.C ? op.C : scratch,
-                            p.d, scratch, p.d, &res[i].algo, ctx.workspace, kWorkspaceBytes, op.stream);
+      return cublasLtMatmul(ctx.handle, p.desc, &op.alpha, op.B, p.a, op.A, p.b, &op.beta, op.C ? op.C : out, p.d,
+                            out, p.d, &res[i].algo, ctx.workspace, kWorkspaceBytes, op.stream);
     };
     if (launch() != CUBLAS_STATUS_SUCCESS) continue;
     CUDA_CHECK(cudaEventRecord(e0, op.stream));
@@ -157,7 +165,6 @@ Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  CUDA_CHECK(cudaFree(scratch));
   return p;
 }
 
@@ -236,7 +243,7 @@ void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, con
 }
 
 int64_t gemm_workspace_bytes() {
-  return int64_t(kWorkspaceBytes);
+  return int64_t(kWorkspaceBytes + kScratchBytes);
 }
 
 }  // namespace tune::cuda
