@@ -94,8 +94,7 @@ int bench_train(int argc, char** argv) {
   }
   const double step_s = timed / double(steps), tps = double(B * S) / step_s, gib = double(1 << 30);
   const CudaMemoryReport& m = trainer.model().memory();
-  const int64_t moments = 8 * trainer.model().num_params();  // AdamW's m and v, fp32
-  const double planned = double(m.total() + moments);
+  const double planned = double(m.total() + trainer.optimizer_bytes());
   const Json j = {{"preset", preset},
                   {"batch_size", B},
                   {"seq_len", S},
@@ -105,7 +104,7 @@ int bench_train(int argc, char** argv) {
                   {"step_ms", step_s * 1e3},
                   {"peak_gib", double(peak) / gib},
                   {"planned_gib", planned / gib},
-                  {"optimizer_gib", double(moments) / gib},
+                  {"optimizer_gib", double(trainer.optimizer_bytes()) / gib},
                   {"weights_gib", double(m.weights) / gib},
                   {"checkpoints_gib", double(m.checkpoints) / gib},
                   {"activations_gib", double(m.activations) / gib},

@@ -431,13 +431,8 @@ __global__ void __launch_bounds__(NW * 32, 1) flash_bwd_kernel(const BwdArgs a) 
     load_rows<BR, D, THREADS>(sQ + buf * BR * LD, a.q + int64_t(h) * D, a.q_stride, q0, T);
     load_rows<BR, D, THREADS>(sdO + buf * BR * LD, a.d_o + int64_t(h) * D, a.o_stride, q0, T);
     if (int(threadIdx.x) < BR) {
-      const int r = threadIdx.x, t = q0 + r;
-      const bool ok = t < T;
-      const int64_t at = int64_t(h) * T + (ok ? t : 0);
-      cp_async4(smem_u32(s_lse + buf * BR + r), a.lse + at, ok);
-      cp_async4(smem_u32(s_dvec + buf * BR + r), a.dvec + at, ok);
-      if (a.doc_start) cp_async4(smem_u32(s_ds + buf * BR + r), a.doc_start + (ok ? t : 0), ok);
-      else s_ds[buf * BR + r] = 0;
+      const int r = threadIdx.x, at = buf * BR + r;
+      stage_query_row(s_lse + at, s_dvec + at, s_ds + at, a.lse, a.dvec, a.doc_start, h, q0 + r, T);
     }
     cp_async_commit();
   };

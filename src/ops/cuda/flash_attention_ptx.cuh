@@ -1,6 +1,6 @@
 // PTX wrappers and helpers shared by the fused attention kernels (flash_attention.cu, mma.sync; and
 // flash_attention_wgmma.cu, Hopper wgmma): cp.async tile loads, bf16 packing, ex2, the quad reductions over the
-// four lanes that share a row of an MMA fragment, and the backward's varlen query range. Included by those .cu
+// four lanes that share a row of an MMA fragment, and the backward's query range and per-row staging. Included by those .cu
 // files only; depends on kernel_util.cuh.
 #pragma once
 
@@ -61,6 +61,18 @@ __device__ __forceinline__ int queries_end(const int* doc_start, int k_last, int
     else lo = mid + 1;
   }
   return lo;
+}
+
+// Query row t of head h for the backward, into shared memory asynchronously: its lse and dvec ((nH, T) each) and
+// its doc_start (0 for one causal document); a row past T is zero-filled.
+__device__ __forceinline__ void stage_query_row(float* s_lse, float* s_dvec, int* s_ds, const float* lse,
+                                                const float* dvec, const int* doc_start, int h, int t, int T) {
+  const bool ok = t < T;
+  const int64_t at = int64_t(h) * T + (ok ? t : 0);
+  cp_async4(smem_u32(s_lse), lse + at, ok);
+  cp_async4(smem_u32(s_dvec), dvec + at, ok);
+  if (doc_start) cp_async4(smem_u32(s_ds), doc_start + (ok ? t : 0), ok);
+  else *s_ds = 0;
 }
 
 }  // namespace tune::cuda::flash

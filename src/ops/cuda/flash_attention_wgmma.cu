@@ -352,13 +352,8 @@ __global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const Wgmm
     load_tile<kBwdBR>(sQ0 + buf * 16384, p.q + int64_t(h) * kD, p.q_stride, q0, T);
     load_tile<kBwdBR>(sdO0 + buf * 16384, p.d_o + int64_t(h) * kD, p.o_stride, q0, T);
     if (tid < kBwdBR) {
-      const int t = q0 + tid;
-      const bool ok = t < T;
-      const int64_t at = int64_t(h) * T + (ok ? t : 0);
-      cp_async4(smem_u32(s_lse + buf * kBwdBR + tid), p.lse + at, ok);
-      cp_async4(smem_u32(s_dvec + buf * kBwdBR + tid), p.dvec + at, ok);
-      if (p.doc_start) cp_async4(smem_u32(s_ds + buf * kBwdBR + tid), p.doc_start + (ok ? t : 0), ok);
-      else s_ds[buf * kBwdBR + tid] = 0;
+      const int at = buf * kBwdBR + tid;
+      stage_query_row(s_lse + at, s_dvec + at, s_ds + at, p.lse, p.dvec, p.doc_start, h, q0 + tid, T);
     }
     cp_async_commit();
   };
