@@ -160,10 +160,13 @@ struct LoraSlot {
 
 // Targets that share an input: their A's form one (n r, in) matrix at `a`. A folded group (kx = n r > 0, see
 // ops/lora_pack.h) keeps u = x A^T in kx columns beside each input row and s B in kx columns beside each row of
-// the frozen weight, so its forward is one product over in + kx; other groups add s u B^T in a second pass.
+// the frozen weight, so its forward is one product over in + kx; other groups add s u B^T in a second pass. A
+// group whose input gradient is folded (kdx = n r > 0) keeps its A's in kdx rows after the frozen weight's, and
+// g = s dy B in kdx columns beside each row of dy, so dy W + g A is one product over N + kdx; other groups add
+// g A in a second pass.
 struct LoraGroup {
   std::vector<LoraTarget> targets;
-  int64_t a = 0, in = 0, kx = 0;
+  int64_t a = 0, in = 0, kx = 0, kdx = 0;
   int64_t n() const { return int64_t(targets.size()); }
   int64_t ld() const { return in + kx; }  // row stride of the input and of the weight
 };
@@ -219,7 +222,7 @@ struct CudaLoraModel::Impl {
   // MoE dims: E experts, top kx, widths Im (experts) and Ish (shared expert, 0 = none).
   int64_t E = 0, kx = 0, Im = 0, Ish = 0;
   bool has_moe = false;
-  int64_t max_in = 0;          // widest mixer input product (the qkv buffer's row)
+  int64_t max_in = 0;          // widest mixer input product (ld_qkv adds room for the backward's LoRA columns)
   std::vector<int64_t> att_index;  // per layer: its index among the attention layers (-1 for DeltaNet)
   float s = 0;
   bool flash = false;
@@ -253,7 +256,7 @@ struct CudaLoraModel::Impl {
   DeviceBuffer xn, qkv, qk, att, lse, ybuf, xmid, xn2, u_in, u_in2, u_o, u_gu, u_d, g_lora, dres, dres_b, dxn,
       region;
   // Kept on the device from the forward to the backward (plan options keep_mid / keep_qkv): the first keep_mid
-  // attention layers' mixer output xmid (T, H) and the first keep_qkv ones' q|k|v[|gate] product (T, max_in); the
+  // attention layers' mixer output xmid (T, H) and the first keep_qkv ones' q|k|v[|gate] product (T, ld_qkv); the
   // backward then skips their o and q|k|v products. qkv_p / mid_p: the current layer's (a kept slot or the shared
   // buffer).
   DeviceBuffer kept_mid, kept_qkv;
@@ -278,9 +281,13 @@ struct CudaLoraModel::Impl {
   int64_t off_h = 0, off_dh = 0, off_dqk = 0, off_dqkv = 0;
   int64_t off_gy = 0, off_ggo = 0, off_gq = 0, off_gk = 0, off_gv = 0, off_gconv = 0;
   DeviceBuffer fa_ws;
-  // lora_pack_b's segments (device) for the folded groups: n_pack of them, none longer than pack_rows.
+  // lora_pack's segments (device) for the folded groups: n_pack of them, none over pack_elems elements.
   DeviceBuffer pack_segs;
-  int64_t n_pack = 0, pack_rows = 0;
+  int64_t n_pack = 0, pack_elems = 0;
+  // Row strides: q|k|v[|gate] products and their gradient (ld_in plus the in group's kdx columns, at most),
+  // dres_b (H plus the out and down groups' kdx columns) and the FFN's gate|up product and its gradient (2I plus
+  // the gu group's kdx columns).
+  int64_t ld_qkv = 0, ld_dres = 0, ld_gu = 0;
   // Contiguous q/k/v copies for head dims the fused attention does not cover (the reference kernel's layout).
   DeviceBuffer cq, ck, cv, cdq, cdk, cdv;
 
@@ -369,6 +376,10 @@ struct CudaLoraModel::Impl {
     for (int64_t l = 0; l < c.num_layers; ++l) {
       layers[size_t(l)].mix = c.layers[size_t(l)].mixer;
       layers[size_t(l)].ffn = c.layers[size_t(l)].ffn;
+      const MixerKind mix = layers[size_t(l)].mix;
+      layers[size_t(l)].ld_in = mix == MixerKind::GatedDeltaNet    ? Ncv
+                                : mix == MixerKind::GatedAttention ? Nqkv + nH * d
+                                                                   : Nqkv;
     }
   }
 
@@ -381,7 +392,6 @@ struct CudaLoraModel::Impl {
     for (int64_t l = 0; l < L; ++l) {
       Layer& ly = layers[size_t(l)];
       if (ly.mix == MixerKind::GatedDeltaNet) {
-        ly.ld_in = Ncv;
         ly.w_in = dev(Ncv * H * 2);
         ly.w_in2 = dev(Nzba * H * 2);
         ly.wo = dev(H * Vd * 2);
@@ -390,10 +400,9 @@ struct CudaLoraModel::Impl {
         ly.dt_bias = dev(nV * 4);
         ly.gnorm = dev(dv * 4);
       } else {
-        ly.ld_in = ly.mix == MixerKind::GatedAttention ? Nqkv + nH * d : Nqkv;
-        ly.w_in = dev(ly.ld_in * ly.in.ld() * 2);
+        ly.w_in = dev((ly.ld_in + ly.in.kdx) * ly.in.ld() * 2);
         if (c.attention_bias) ly.b_in = dev(Nqkv * 2);
-        ly.wo = dev(H * ly.out.ld() * 2);
+        ly.wo = dev((H + ly.out.kdx) * ly.out.ld() * 2);
         if (c.qk_norm) {
           ly.q_norm = dev(d * 4);
           ly.k_norm = dev(d * 4);
@@ -409,8 +418,8 @@ struct CudaLoraModel::Impl {
           ly.sh_gate = dev(H * 2);
         }
       } else {
-        ly.wgu = dev(2 * I * ly.gu.ld() * 2);
-        ly.wd = dev(H * ly.down.ld() * 2);
+        ly.wgu = dev((2 * I + ly.gu.kdx) * ly.gu.ld() * 2);
+        ly.wd = dev((H + ly.down.kdx) * ly.down.ld() * 2);
       }
       ly.attn_norm = dev(H * 4);
       ly.ffn_norm = dev(H * 4);
@@ -434,8 +443,10 @@ struct CudaLoraModel::Impl {
     };
     for (int64_t l = 0; l < c.num_layers; ++l) {
       Layer& ly = layers[size_t(l)];
-      // fold: the group may keep its LoRA inside the frozen product (its input buffer has room for u).
-      auto group = [&](LoraGroup& g, std::initializer_list<LoraTarget> ts, int64_t in, bool fold = false) {
+      // fold: the group may keep its LoRA inside the frozen product (its input buffer has room for u); fold_dx:
+      // inside its input gradient's product (its output gradient's buffer has room for g).
+      auto group = [&](LoraGroup& g, std::initializer_list<LoraTarget> ts, int64_t in, bool fold = false,
+                       bool fold_dx = false) {
         g.in = in;
         int64_t col = 0;
         for (LoraTarget t : ts) {
@@ -454,7 +465,9 @@ struct CudaLoraModel::Impl {
             g.targets.push_back(t);
           }
         }
-        g.kx = fold && g.n() > 0 && g.n() * r % 8 == 0 ? g.n() * r : 0;  // 16-byte rows for the products
+        const bool aligned = g.n() > 0 && g.n() * r % 8 == 0;  // 16-byte rows for the products
+        g.kx = fold && aligned ? g.n() * r : 0;
+        g.kdx = fold_dx && aligned ? g.n() * r : 0;
         g.a = off;
         for (size_t i = 0; i < g.targets.size(); ++i) ly.lora[size_t(g.targets[i])].a = g.a + int64_t(i) * r * in;
         take(g.n() * r * in);
@@ -465,8 +478,8 @@ struct CudaLoraModel::Impl {
         group(ly.in2, {LoraTarget::LinZ, LoraTarget::LinB, LoraTarget::LinA}, H);
         group(ly.out, {LoraTarget::LinOut}, Vd);
       } else {
-        group(ly.in, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H, true);
-        group(ly.out, {LoraTarget::O}, nH * d);
+        group(ly.in, {LoraTarget::Q, LoraTarget::K, LoraTarget::V}, H, true, true);
+        group(ly.out, {LoraTarget::O}, nH * d, false, !has_moe);
       }
       if (ly.ffn == FfnKind::Moe) {  // the shared expert's, the FFN's dense part; then each expert's pair
         group(ly.gu, {LoraTarget::SharedGate, LoraTarget::SharedUp}, H);
@@ -482,9 +495,19 @@ struct CudaLoraModel::Impl {
           sl.b = take(E * out * r);
         }
       } else {
-        group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H, true);
-        group(ly.down, {LoraTarget::Down}, I, true);
+        group(ly.gu, {LoraTarget::Gate, LoraTarget::Up}, H, true, true);
+        group(ly.down, {LoraTarget::Down}, I, true, !has_moe);
       }
+    }
+    // dres_b is the output gradient of both o and down; MoE layers read it at stride H, so a model with them
+    // folds neither.
+    ld_qkv = max_in;
+    ld_dres = H;
+    ld_gu = 2 * I;
+    for (const Layer& ly : layers) {
+      if (ly.mix != MixerKind::GatedDeltaNet) ld_qkv = std::max(ld_qkv, ly.ld_in + ly.in.kdx);
+      ld_dres = std::max({ld_dres, H + ly.out.kdx, H + ly.down.kdx});
+      ld_gu = std::max(ld_gu, 2 * I + ly.gu.kdx);
     }
     nparams = off;
     P = dev(nparams * 4);
@@ -535,7 +558,7 @@ struct CudaLoraModel::Impl {
       ld_h = std::max(ld_h, ly.down.ld());
     }
     xn = bf(T * ld_xn);
-    qkv = bf(T * max_in);
+    qkv = bf(T * ld_qkv);
     qk = bf(T * Nqk);
     att = bf((k_att.on ? 2 : 1) * T * nH * d);
     lse = f32((k_att.on ? 2 : 1) * nH * T);
@@ -543,7 +566,7 @@ struct CudaLoraModel::Impl {
     ybuf = bf(T * std::max(has_gated ? nH * d : 0, Vd));
     xmid = bf(T * H);
     kept_mid = bf(keep_mid * T * H);
-    kept_qkv = bf(keep_qkv * T * max_in);
+    kept_qkv = bf(keep_qkv * T * ld_qkv);
     xn2 = bf(C * ld_xn2);
     u_in = bf(T * 3 * r);
     u_o = bf(T * r);
@@ -551,7 +574,7 @@ struct CudaLoraModel::Impl {
     u_d = bf(C * r);
     g_lora = bf(T * 3 * r);
     dres = f32(T * H);
-    dres_b = bf(T * H);
+    dres_b = bf(T * ld_dres);
     dxn = bf(T * H);
     if (has_gdn) {
       u_in2 = bf(T * 3 * r);
@@ -619,12 +642,12 @@ struct CudaLoraModel::Impl {
       }
     }
     auto al = [](int64_t b) { return round_up(b, 256); };
-    off_h = al(C * 2 * I * 2);
+    off_h = al(C * ld_gu * 2);
     off_dh = off_h + al(C * ld_h * 2);
     const int64_t ffn = off_dh + al(C * I * 2);
     off_dqk = al(T * nH * d * 2);
     off_dqkv = off_dqk + al(T * Nqk * 2);
-    int64_t mixer = off_dqkv + al(T * max_in * 2);
+    int64_t mixer = off_dqkv + al(T * ld_qkv * 2);
     if (has_gdn) {
       off_gy = al(T * Nzba * 2);
       off_ggo = off_gy + al(T * Vd * 2);
@@ -709,12 +732,16 @@ struct CudaLoraModel::Impl {
   // gradients, given the forward's a and u (a's LoRA columns for folded groups). The input gradient does not use
   // the folded columns: dy [W | s B] has as many output columns as [x | u], and cuBLAS tiled an input width plus
   // n r columns worse than it gained by making s dy B in the same pass (bench/RESULTS.md, commit bd1620d).
-  void linear_bwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, const void* dy,
-                  int64_t ldy, const void* a, const void* u, void* da, float beta = 0.0f) {
-    if (g.kx > 0) lora_bwd(ly, g, T, dy, ldy, a, g.ld(), static_cast<const char*>(a) + g.in * 2, g.ld());
-    else lora_bwd(ly, g, T, dy, ldy, a, g.in, u, g.n() * r);
-    mm_t(T, N, g.in, dy, ldy, W, g.ld(), da, g.in, beta);
-    lora_dx(g, T, da, g.in);
+  // A group with kdx > 0 leaves g in dy's columns [N, N + kdx) (W's rows there hold its A's) and takes
+  // dy W + g A as one product.
+  void linear_bwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, void* dy, int64_t ldy,
+                  const void* a, const void* u, void* da, float beta = 0.0f) {
+    void* gb = g.kdx > 0 ? static_cast<char*>(dy) + N * 2 : g_lora.p;
+    const int64_t ldg = g.kdx > 0 ? ldy : g.n() * r;
+    if (g.kx > 0) lora_bwd(ly, g, T, dy, ldy, a, g.ld(), static_cast<const char*>(a) + g.in * 2, g.ld(), gb, ldg);
+    else lora_bwd(ly, g, T, dy, ldy, a, g.in, u, g.n() * r, gb, ldg);
+    mm_t(T, N + g.kdx, g.in, dy, ldy, W, g.ld(), da, g.in, beta);
+    if (g.kdx == 0) lora_dx(g, T, da, g.in);
   }
 
   // u = a A_grp^T alone (the backward's recompute where the product itself is kept): into a folded group's
@@ -742,9 +769,9 @@ struct CudaLoraModel::Impl {
   }
 
   // LoRA backward of a group, given dy (T, ldy) of the fused output, the input a [lda] and the forward's u
-  // (T, n r) [ldu]: dB_t += s dy_t^T u_t, g_t = s dy_t B_t (left in g_lora for lora_dx), dA_grp += g^T a.
+  // (T, n r) [ldu]: dB_t += s dy_t^T u_t, g_t = s dy_t B_t (into gb (T, n r) [ldg]), dA_grp += g^T a.
   void lora_bwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* dy, int64_t ldy, const void* a,
-                int64_t lda, const void* u, int64_t ldu) {
+                int64_t lda, const void* u, int64_t ldu, void* gb, int64_t ldg) {
     if (g.n() == 0) return;
     const int64_t nr = g.n() * r;
     float* Gp = G.as<float>();
@@ -756,14 +783,14 @@ struct CudaLoraModel::Impl {
         float* dB = Gp + sl.b + p.row0 * r;
         cuda::gemm(p.rows, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, ldu, false},
                    DType::BF16, 1.0f, dB, dB, r, DType::F32);
-        void* gi = g_lora.at(i * r * 2);
+        void* gi = static_cast<char*>(gb) + i * r * 2;
         cuda::gemm(T, r, p.rows, s, {dyc, ldy, false}, {Ab(sl.b + p.row0 * r), r, false}, DType::BF16, beta,
-                   beta != 0.0f ? gi : nullptr, gi, nr, DType::BF16);
+                   beta != 0.0f ? gi : nullptr, gi, ldg, DType::BF16);
         beta = 1.0f;
       }
     }
-    cuda::gemm(nr, g.in, T, 1.0f, {g_lora.p, nr, true}, {a, lda, false}, DType::BF16, 1.0f, Gp + g.a, Gp + g.a,
-               g.in, DType::F32);
+    cuda::gemm(nr, g.in, T, 1.0f, {gb, ldg, true}, {a, lda, false}, DType::BF16, 1.0f, Gp + g.a, Gp + g.a, g.in,
+               DType::F32);
   }
 
   // da (T, in) [ldda] += g A_grp with the g of the group's lora_bwd; runs after the base product that overwrites da.
@@ -828,7 +855,7 @@ struct CudaLoraModel::Impl {
   // Points qkv_p / mid_p at layer l's kept slots or the shared buffers.
   void use_layer(int64_t l) {
     const int64_t a = att_index[size_t(l)];
-    qkv_p = kept_qkv_layer(a) ? kept_qkv.at(a * max_T * max_in * 2) : static_cast<char*>(qkv.p);
+    qkv_p = kept_qkv_layer(a) ? kept_qkv.at(a * max_T * ld_qkv * 2) : static_cast<char*>(qkv.p);
     mid_p = kept_mid_layer(a) ? kept_mid.at(a * max_T * H * 2) : static_cast<char*>(xmid.p);
   }
   // Whether attention layer a (-1: not an attention layer) keeps its q|k|v product / xmid on the device.
@@ -849,9 +876,9 @@ struct CudaLoraModel::Impl {
   // Attention half of attention layer a: qkv, qk, att, lse [, ybuf] and xmid. In the backward's recompute with
   // kept outputs, att and lse are already back from the host and the attention itself is skipped.
   void attn_fwd(const Layer& ly, int64_t a, int64_t T, const void* x_in, bool recompute) {
-    const int64_t ld = ly.ld_in;
+    const int64_t ld = ld_qkv;  // the product's ld_in columns, then room for the backward's g
     if (recompute && kept_qkv_layer(a)) lora_u(ly.in, T, xn.p, u_in.p);  // the product is kept: only u
-    else linear_fwd(ly, ly.in, ly.w_in.p, ld, T, xn.p, u_in.p, qkv_p, ld, 0.0f, nullptr, ly.b_in.p);
+    else linear_fwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, xn.p, u_in.p, qkv_p, ld, 0.0f, nullptr, ly.b_in.p);
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv_p, ld, qk.p, Nqk);
     if (!(recompute && k_att.on)) {
       if (!recompute) kept_slot_free(k_att, a);
@@ -896,8 +923,8 @@ struct CudaLoraModel::Impl {
       moe_fwd(ly, n, xm, x_out ? static_cast<char*>(x_out) + t0 * H * 2 : nullptr);
       return;
     }
-    linear_fwd(ly, ly.gu, ly.wgu.p, 2 * I, n, xn2.p, u_gu.p, gu(), 2 * I);
-    cuda::swiglu_fused_fwd(gu(), h(), n, I, ly.down.ld());
+    linear_fwd(ly, ly.gu, ly.wgu.p, 2 * I, n, xn2.p, u_gu.p, gu(), ld_gu);
+    cuda::swiglu_fused_fwd(gu(), h(), n, I, ly.down.ld(), ld_gu);
     if (x_out) {
       char* xo = static_cast<char*>(x_out) + t0 * H * 2;
       linear_fwd(ly, ly.down, ly.wd.p, H, n, h(), u_d.p, xo, H, 1.0f, xm);
@@ -910,19 +937,19 @@ struct CudaLoraModel::Impl {
   // entry, dL/dxmid on exit.
   void ffn_bwd(int64_t l, int64_t t0, int64_t n) {
     const Layer& ly = layers[size_t(l)];
-    const char* dy = dres_b.at(t0 * H * 2);
+    char* dy = dres_b.at(t0 * ld_dres * 2);
     char* dx = dxn.at(t0 * H * 2);
     if (ly.ffn == FfnKind::Moe) {
-      moe_bwd(ly, n, dy, dx);
+      moe_bwd(ly, n, dy, dx);  // ld_dres is H with MoE layers
       cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
-                                 dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
+                                 dres.as<float>() + t0 * H, dy, n, H);
       return;
     }
-    linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, H, h(), u_d.p, dh());
-    cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I);  // dgu overwrites gu in place
-    linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu(), 2 * I, xn2.p, u_gu.p, dx);
+    linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, h(), u_d.p, dh());
+    cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I, ld_gu);  // dgu overwrites gu in place
+    linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu(), ld_gu, xn2.p, u_gu.p, dx);
     cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
-                               dres.as<float>() + t0 * H, dres_b.at(t0 * H * 2), n, H);
+                               dres.as<float>() + t0 * H, dy, n, H, ld_dres);
   }
 
   // Expert LoRA over the sorted rows (m_counts per expert), for expert pair slot sl (A (E, r, in), B (E, out, r)):
@@ -1012,21 +1039,21 @@ struct CudaLoraModel::Impl {
       attn_bwd(ly, att_index[size_t(l)], T);
     }
     cuda::rmsnorm_bwd_residual(x_in, ly.attn_norm.as<float>(), dxn.p, norm_eps(), zc(), dres.as<float>(), dres_b.p,
-                               T, H);
+                               T, H, ld_dres);
   }
 
   // Attention backward: dres_b -> dxn (the gradient w.r.t. the normed input).
   void attn_bwd(const Layer& ly, int64_t a, int64_t T) {
-    const int64_t ld = ly.ld_in;
+    const int64_t ld = ld_qkv;
     const bool gated = ly.mix == MixerKind::GatedAttention;
     const void* y = gated ? ybuf.p : att_at(a);
-    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, H, y, u_o.p, datt());
+    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, ld_dres, y, u_o.p, datt());
     if (gated)  // datt becomes the gradient of the ungated output, in place; the gate's lands in dqkv
       cuda::sigmoid_gate_bwd(att_at(a), nH * d, qkv_p + Nqkv * 2, ld, datt(), nH * d, datt(), nH * d,
                              static_cast<char*>(dqkv()) + Nqkv * 2, ld, T, nH * d);
     attention_bwd(a, T, ld);
     cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv_p, ld, dqk(), Nqk, dqkv(), ld);
-    linear_bwd(ly, ly.in, ly.w_in.p, ld, T, dqkv(), ld, xn.p, u_in.p, dxn.p);
+    linear_bwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, dqkv(), ld, xn.p, u_in.p, dxn.p);
   }
 
   // Gated DeltaNet backward: dres_b -> dxn.
@@ -1034,7 +1061,7 @@ struct CudaLoraModel::Impl {
     char *dzba = region.at(0), *dY = region.at(off_gy), *dGO = region.at(off_ggo), *dq = region.at(off_gq),
          *dk_p = region.at(off_gk), *dv_p = region.at(off_gv), *dconv = region.at(off_gconv);
     char* dproj = dY;  // dY .. dv are spent once conv1d's backward runs
-    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, H, ybuf.p, u_o.p, dY);
+    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, ld_dres, ybuf.p, u_o.p, dY);
     cuda::gated_rmsnorm_bwd(go_at(g), zba.p, Nzba, ly.gnorm.as<float>(), norm_eps(), dY, dGO, dzba, T, nV, dv);
     cuda::gated_delta_rule_bwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(), dGO, dq,
                                dk_p, dv_p, dgdec.as<float>(), dbeta.as<float>(), gdr_ws.p, T, nV, dk, dv, nullptr);
@@ -1152,7 +1179,8 @@ struct CudaLoraModel::Impl {
                        dres.as<float>(), loss.as<float>(), head_chunk, region.p);
     cuda::cast_f32_to_bf16(dres.as<float>(), dxn.p, T * H);
     CUDA_CHECK(cudaMemsetAsync(dres.p, 0, size_t(T * H * 4)));
-    cuda::rmsnorm_bwd_residual(x_at(L), out_norm.as<float>(), dxn.p, eps, zc(), dres.as<float>(), dres_b.p, T, H);
+    cuda::rmsnorm_bwd_residual(x_at(L), out_norm.as<float>(), dxn.p, eps, zc(), dres.as<float>(), dres_b.p, T, H,
+                               ld_dres);
     // x_L and x_{L-1} are still in their slots; each layer's backward brings the one below back meanwhile.
     for (int64_t l = L - 1; l >= 0; --l) {
       if (l < L - 1) wait_ckpt(l);
@@ -1250,7 +1278,7 @@ struct CudaLoraModel::Impl {
     zero_lora_columns();
   }
 
-  // A folded group's weight: its layer, the weight (rows, g->ld()) and the group.
+  // A folded group's weight: its layer, the weight (rows, g->ld(); kdx rows of A's after them) and the group.
   struct FoldedWeight {
     const Layer* ly;
     const DeviceBuffer* w;
@@ -1262,29 +1290,32 @@ struct CudaLoraModel::Impl {
     for (const Layer& ly : layers)
       for (auto [w, rows, g] : {std::tuple{&ly.w_in, ly.ld_in, &ly.in}, {&ly.wo, H, &ly.out},
                                 {&ly.wgu, 2 * I, &ly.gu}, {&ly.wd, H, &ly.down}})
-        if (g->kx > 0) v.push_back({&ly, w, rows, g});
+        if (g->kx > 0 || g->kdx > 0) v.push_back({&ly, w, rows, g});
     return v;
   }
 
   // Zeros the LoRA columns of the folded weights (rows no target covers keep them so).
   void zero_lora_columns() {
     for (const FoldedWeight& f : folded_weights())
-      CUDA_CHECK(cudaMemset2D(f.w->at(f.g->in * 2), size_t(f.g->ld() * 2), 0, size_t(f.g->kx * 2), size_t(f.rows)));
+      if (f.g->kx > 0)
+        CUDA_CHECK(
+            cudaMemset2D(f.w->at(f.g->in * 2), size_t(f.g->ld() * 2), 0, size_t(f.g->kx * 2), size_t(f.rows)));
   }
 
-  // The B runs lora_pack_b copies into the folded weights: per target and B part, its rows at its output rows.
+  // What lora_pack copies into the folded weights: per target and B part, s B at its output rows' LoRA columns;
+  // per group with kdx, its A's at the rows after the weight's own.
   void plan_pack() {
     std::vector<cuda::LoraPackSeg> segs;
     for (const FoldedWeight& f : folded_weights()) {
       const LoraGroup& g = *f.g;
-      for (int64_t i = 0; i < g.n(); ++i) {
+      for (int64_t i = 0; i < g.n() && g.kx > 0; ++i) {
         const LoraSlot& sl = f.ly->lora[size_t(g.targets[size_t(i)])];
-        for (const BPart& p : b_parts(sl)) {
-          segs.push_back({sl.b + p.row0 * r, f.w->at((p.col * g.ld() + g.in + i * r) * 2), g.ld(), p.rows});
-          pack_rows = std::max(pack_rows, p.rows);
-        }
+        for (const BPart& p : b_parts(sl))
+          segs.push_back({sl.b + p.row0 * r, f.w->at((p.col * g.ld() + g.in + i * r) * 2), g.ld(), p.rows, r, s});
       }
+      if (g.kdx > 0) segs.push_back({g.a, f.w->at(f.rows * g.ld() * 2), g.ld(), g.kdx, g.in, 1.0f});
     }
+    for (const cuda::LoraPackSeg& sg : segs) pack_elems = std::max(pack_elems, sg.rows * sg.width);
     n_pack = int64_t(segs.size());
     pack_segs = dev(std::max<int64_t>(n_pack, 1) * int64_t(sizeof(cuda::LoraPackSeg)));
     if (!dry && n_pack > 0)
@@ -1294,7 +1325,7 @@ struct CudaLoraModel::Impl {
   // After the fp32 masters changed: their bf16 copies and the folded weights' s B columns.
   void params_changed() {
     cuda::cast_f32_to_bf16(P.as<float>(), Pb.p, nparams);
-    cuda::lora_pack_b(P.as<float>(), static_cast<const cuda::LoraPackSeg*>(pack_segs.p), n_pack, pack_rows, r, s);
+    cuda::lora_pack(P.as<float>(), static_cast<const cuda::LoraPackSeg*>(pack_segs.p), n_pack, pack_elems);
   }
 
   // Matrices ~ N(0, 0.02) (MoE: router, experts and the shared expert too); norms the identity (weight 1, or 0
@@ -1413,7 +1444,7 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     const int64_t T = plan.max_T;
     int64_t slack = usable - plan.mem.total() - extra;
     if (o.keep_attention) slack -= T * (plan.nH * (plan.d * 2 + 4) + (plan.k_go.n > 0 ? plan.Vd * 2 : 0));
-    const int64_t mid = T * plan.H * 2, qkv = T * plan.max_in * 2;
+    const int64_t mid = T * plan.H * 2, qkv = T * plan.ld_qkv * 2;
     o.keep_mid = std::clamp<int64_t>(slack / mid, 0, plan.k_att.n);
     o.keep_qkv = std::clamp<int64_t>((slack - o.keep_mid * mid) / qkv, 0, o.keep_mid);
   }

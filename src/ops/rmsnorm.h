@@ -30,9 +30,10 @@ void rmsnorm_fwd(const void* x, const void* w, float eps, bool zero_centered, vo
 void rmsnorm_bwd(const void* x, const void* w, const void* dy, float eps, bool zero_centered, void* dx, float* dw,
                  int64_t rows, int64_t C, DType dt, DType wdt);
 // The training path's residual-stream backward, bf16 x/dy, f32 w (frozen: no dw): dres (rows, C) f32 +=
-// rmsnorm_bwd(x, w, dy), then dres_bf16 = bf16(dres) (the copy the next GEMM reads).
+// rmsnorm_bwd(x, w, dy), then dres_bf16 = bf16(dres) (the copy the next GEMM reads), rows ldb apart (0: C; the
+// LoRA columns of the next input gradient may follow them, left as they are).
 void rmsnorm_bwd_residual(const void* x, const float* w, const void* dy, float eps, bool zero_centered, float* dres,
-                          void* dres_bf16, int64_t rows, int64_t C);
+                          void* dres_bf16, int64_t rows, int64_t C, int64_t ldb = 0);
 }  // namespace cuda
 
 }  // namespace tune

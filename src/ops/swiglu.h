@@ -22,11 +22,12 @@ void swiglu_bwd(const R* g, const R* u, const R* dh, R* dg, R* du, int64_t n);
 namespace cuda {
 void swiglu_fwd(const void* g, const void* u, void* h, int64_t n, DType dt);
 void swiglu_bwd(const void* g, const void* u, const void* dh, void* dg, void* du, int64_t n, DType dt);
-// The training path's layout, bf16: gu (T, 2I) holds each row's gate then up projection (one fused GEMM);
-// fwd -> h (T, I) (rows ldh apart, 0: I; the down projection's LoRA columns may sit beside them); bwd: dh (T, I)
-// -> dgu (T, 2I) in gu's layout (overwritten; may alias gu). I even.
-void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I, int64_t ldh = 0);
-void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I);
+// The training path's layout, bf16: gu (T, 2I) holds each row's gate then up projection (one fused GEMM), rows
+// ldgu apart (0: 2I; the backward's LoRA columns may follow them); fwd -> h (T, I) (rows ldh apart, 0: I; the down
+// projection's LoRA columns may sit beside them); bwd: dh (T, I) -> dgu (T, 2I) in gu's layout (overwritten; may
+// alias gu). I and the strides even.
+void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I, int64_t ldh = 0, int64_t ldgu = 0);
+void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I, int64_t ldgu = 0);
 }  // namespace cuda
 
 }  // namespace tune

@@ -1,5 +1,5 @@
-// lora_pack_b on CUDA: B rows from the fp32 masters land scaled and rounded to bf16 at their columns of a strided
-// weight; every other element of the weight is left as it was.
+// lora_pack on CUDA: B rows from the fp32 masters land scaled and rounded to bf16 at their columns of a strided
+// weight, A rows unscaled at its extra rows; every other element of the weight is left as it was.
 #include "cuda_test_util.h"
 #include "ops/lora_pack.h"
 #ifdef TUNE_CUDA
@@ -9,35 +9,39 @@
 namespace tune {
 
 #ifdef TUNE_CUDA
-TEST(LoraPackCuda, WritesScaledBRowsAndNothingElse) {
+TEST(LoraPackCuda, WritesScaledBRowsARowsAndNothingElse) {
   TUNE_REQUIRE_CUDA();
   // W (N 40, K 24) with kx = 3 r (r 4): target 0 covers rows [0, 16) at column 24, target 1 rows [16, 24) at
   // column 28 (a split target: its second part rows [32, 40) from B row 8 on), target 2 no rows (not trained).
-  const int64_t N = 40, K = 24, r = 4, ld = K + 3 * r;
+  // Rows [40, 48) hold the two targets' A's (2 r, K), from masters[64 r].
+  const int64_t N = 40, K = 24, r = 4, ld = K + 3 * r, nA = 2 * r;
   const float s = 0.5f;
-  const Tensor masters = test::randn({64 * r}, 1);
-  const Tensor w0 = test::rounded(test::randn({N, ld}, 2), DType::BF16);
+  const Tensor masters = test::randn({64 * r + nA * K}, 1);
+  const Tensor w0 = test::rounded(test::randn({N + nA, ld}, 2), DType::BF16);
   Tensor w = test::on_cuda(w0, DType::BF16);
   auto at = [&](int64_t row, int64_t col) { return static_cast<char*>(w.data()) + (row * ld + col) * 2; };
-  const std::vector<cuda::LoraPackSeg> segs = {
-      {0, at(0, K), ld, 16}, {20 * r, at(16, K + r), ld, 8}, {28 * r, at(32, K + r), ld, 8}};
+  const std::vector<cuda::LoraPackSeg> segs = {{0, at(0, K), ld, 16, r, s},
+                                                {20 * r, at(16, K + r), ld, 8, r, s},
+                                                {28 * r, at(32, K + r), ld, 8, r, s},
+                                                {64 * r, at(N, 0), ld, nA, K, 1.0f}};
   const Tensor segs_dev = Tensor::empty(DType::U8, {int64_t(segs.size() * sizeof(cuda::LoraPackSeg))}, Device::CUDA);
   CUDA_CHECK(cudaMemcpy(segs_dev.data(), segs.data(), segs.size() * sizeof(cuda::LoraPackSeg),
                         cudaMemcpyHostToDevice));
   const Tensor md = test::on_cuda(masters, DType::F32);
-  cuda::lora_pack_b(md.ptr<float>(), static_cast<const cuda::LoraPackSeg*>(segs_dev.data()), int64_t(segs.size()),
-                    16, r, s);
+  cuda::lora_pack(md.ptr<float>(), static_cast<const cuda::LoraPackSeg*>(segs_dev.data()), int64_t(segs.size()),
+                  nA * K);
   std::vector<double> want = test::doubles(w0);
   const std::vector<double> m = test::doubles(masters);
-  auto put = [&](int64_t src, int64_t row0, int64_t col, int64_t rows) {
+  auto put = [&](int64_t src, int64_t row0, int64_t col, int64_t rows, int64_t width, float scale) {
     for (int64_t i = 0; i < rows; ++i)
-      for (int64_t k = 0; k < r; ++k)
+      for (int64_t k = 0; k < width; ++k)
         want[size_t((row0 + i) * ld + col + k)] =
-            double(bf16_to_f32(f32_to_bf16(s * float(m[size_t(src + i * r + k)]))));
+            double(bf16_to_f32(f32_to_bf16(scale * float(m[size_t(src + i * width + k)]))));
   };
-  put(0, 0, K, 16);
-  put(20 * r, 16, K + r, 8);
-  put(28 * r, 32, K + r, 8);
+  put(0, 0, K, 16, r, s);
+  put(20 * r, 16, K + r, 8, r, s);
+  put(28 * r, 32, K + r, 8, r, s);
+  put(64 * r, N, 0, nA, K, 1.0f);
   test::expect_all_close("w", w, want, 0.0, 0.0);
 }
 #else

@@ -81,6 +81,17 @@ TEST(RmsNormCuda, ResidualBackwardMatchesCpuReference) {
       test::expect_all_close("dres", dres, want, 1e-5, 1e-5);
       test::expect_all_close("dres bf16", dres_b, want, 1e-5, test::kBf16Rtol);
 
+      // The bf16 copy into rows ldb apart: the 16 columns after each row keep what they held (here 0).
+      const int64_t ldb = C + 16;
+      std::vector<double> want_b(static_cast<size_t>(R * ldb), 0.0);
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < C; ++c) want_b[size_t(r * ldb + c)] = want[size_t(r * C + c)];
+      Tensor dres_s = test::on_cuda(dres0, DType::F32);
+      Tensor dres_bs = test::on_cuda(Tensor::zeros(DType::F32, {R, ldb}), DType::BF16);
+      cuda::rmsnorm_bwd_residual(xc.data(), wc.ptr<float>(), dyc.data(), 1e-6f, zc, dres_s.ptr<float>(),
+                                 dres_bs.data(), R, C, ldb);
+      test::expect_all_close("dres bf16 rows ldb apart", dres_bs, want_b, 1e-5, test::kBf16Rtol);
+
       const int64_t ld = C + 48;
       std::vector<double> y_ref(static_cast<size_t>(R * ld), 0.0);
       for (int64_t r = 0; r < R; ++r)

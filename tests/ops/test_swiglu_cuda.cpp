@@ -41,7 +41,8 @@ TEST(SwiGluCuda, MatchesCpuReference) {
 }
 
 #ifdef TUNE_CUDA
-// The training path's layout: gate and up side by side in one (T, 2I) row, bf16; h rows ld apart (the down
+// The training path's layout: gate and up side by side in one row, bf16, rows ldgu = 2I + extra apart (the
+// backward's LoRA columns after them, which must stay as they are); h rows ld = I + extra apart (the down
 // projection's LoRA columns beside them). I 136 takes the 16-byte kernels, 130 the 4-byte ones.
 TEST(SwiGluCuda, FusedRowsMatchCpuReference) {
   TUNE_REQUIRE_CUDA();
@@ -49,22 +50,22 @@ TEST(SwiGluCuda, FusedRowsMatchCpuReference) {
   for (int64_t I : {130, 136})
     for (int64_t extra : {0, 16}) {
       SCOPED_TRACE(testing::Message() << "I " << I << " ld " << I + extra);
-      const int64_t ld = I + extra;
-      const Tensor gu = test::rounded(test::randn({T, 2 * I}, 5, 3.0f), DType::BF16);
+      const int64_t ld = I + extra, ldgu = 2 * I + extra;
+      const Tensor gu = test::rounded(test::randn({T, ldgu}, 5, 3.0f), DType::BF16);
       const Tensor dh = test::rounded(test::randn({T, I}, 6), DType::BF16);
       const std::vector<double> a = test::doubles(gu), dhd = test::doubles(dh);
-      std::vector<double> h_ref(size_t(T * ld)), dgu_ref(size_t(T * 2 * I));
+      std::vector<double> h_ref(size_t(T * ld)), dgu_ref = a;
       for (int64_t t = 0; t < T; ++t) {
-        const double* g = a.data() + t * 2 * I;
+        const double* g = a.data() + t * ldgu;
         cpu::swiglu_fwd(g, g + I, h_ref.data() + t * ld, I);
-        cpu::swiglu_bwd(g, g + I, dhd.data() + t * I, dgu_ref.data() + t * 2 * I, dgu_ref.data() + t * 2 * I + I, I);
+        cpu::swiglu_bwd(g, g + I, dhd.data() + t * I, dgu_ref.data() + t * ldgu, dgu_ref.data() + t * ldgu + I, I);
       }
       const Tensor gud = test::on_cuda(gu, DType::BF16), dhdv = test::on_cuda(dh, DType::BF16);
       Tensor h = test::on_cuda(Tensor::zeros(DType::F32, {T, ld}), DType::BF16);  // the columns past I stay 0
-      cuda::swiglu_fused_fwd(gud.data(), h.data(), T, I, ld);
+      cuda::swiglu_fused_fwd(gud.data(), h.data(), T, I, ld, ldgu);
       test::expect_all_close("h", h, h_ref, 1e-4, test::kBf16Rtol);
       Tensor dgu = test::on_cuda(gu, DType::BF16);  // in place, as the training path runs it
-      cuda::swiglu_fused_bwd(dgu.data(), dhdv.data(), dgu.data(), T, I);
+      cuda::swiglu_fused_bwd(dgu.data(), dhdv.data(), dgu.data(), T, I, ldgu);
       test::expect_all_close("dgu", dgu, dgu_ref, 1e-4, test::kBf16Rtol);
     }
 }

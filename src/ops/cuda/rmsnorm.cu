@@ -141,14 +141,14 @@ namespace {
 
 __global__ void __launch_bounds__(kRowWarps * 32)
     rmsnorm_bwd_residual_rows_kernel(const bf16* x, const float* w, const bf16* dy, float eps, bool zc, float* dres,
-                                     bf16* dres_bf16, int64_t rows, int64_t C) {
+                                     bf16* dres_bf16, int64_t rows, int64_t C, int64_t ldb) {
   const int64_t row = int64_t(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
   const int lane = threadIdx.x & 31;
   const uint4* xr = reinterpret_cast<const uint4*>(x + row * C);
   const uint4* dyr = reinterpret_cast<const uint4*>(dy + row * C);
   float4* dr = reinterpret_cast<float4*>(dres + row * C);
-  uint4* dbr = reinterpret_cast<uint4*>(dres_bf16 + row * C);
+  uint4* dbr = reinterpret_cast<uint4*>(dres_bf16 + row * ldb);
   const int64_t n8 = C / 8;
   float ss = 0.0f, dot = 0.0f, v[8], g[8], s[8];
   for (int64_t j = lane; j < n8; j += 32) {
@@ -176,7 +176,8 @@ __global__ void __launch_bounds__(kRowWarps * 32)
 }
 
 __global__ void rmsnorm_bwd_residual_kernel(const bf16* x, const float* w, const bf16* dy, float eps,
-                                            bool zero_centered, float* dres, bf16* dres_bf16, int64_t C) {
+                                            bool zero_centered, float* dres, bf16* dres_bf16, int64_t C,
+                                            int64_t ldb) {
   __shared__ float scratch[32];
   const int64_t off = int64_t(blockIdx.x) * C;
   float ss = 0.0f, dot = 0.0f;
@@ -191,25 +192,26 @@ __global__ void rmsnorm_bwd_residual_kernel(const bf16* x, const float* w, const
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     const float g = dres[off + c] + r * norm_scale(w, c, zero_centered) * to_f32(dy[off + c]) - to_f32(x[off + c]) * k;
     dres[off + c] = g;
-    dres_bf16[off + c] = from_f32<bf16>(g);
+    dres_bf16[int64_t(blockIdx.x) * ldb + c] = from_f32<bf16>(g);
   }
 }
 
 }  // namespace
 
 void rmsnorm_bwd_residual(const void* x, const float* w, const void* dy, float eps, bool zero_centered, float* dres,
-                          void* dres_bf16, int64_t rows, int64_t C) {
+                          void* dres_bf16, int64_t rows, int64_t C, int64_t ldb) {
   if (rows == 0) return;
-  if (C % 8 == 0) {
+  if (ldb == 0) ldb = C;
+  if (C % 8 == 0 && ldb % 8 == 0) {
     rmsnorm_bwd_residual_rows_kernel<<<unsigned((rows + kRowWarps - 1) / kRowWarps), kRowWarps * 32>>>(
         static_cast<const bf16*>(x), w, static_cast<const bf16*>(dy), eps, zero_centered, dres,
-        static_cast<bf16*>(dres_bf16), rows, C);
+        static_cast<bf16*>(dres_bf16), rows, C, ldb);
     TUNE_CUDA_LAUNCHED();
     return;
   }
   rmsnorm_bwd_residual_kernel<<<unsigned(rows), row_threads(C, 512)>>>(
       static_cast<const bf16*>(x), w, static_cast<const bf16*>(dy), eps, zero_centered, dres,
-      static_cast<bf16*>(dres_bf16), C);
+      static_cast<bf16*>(dres_bf16), C, ldb);
   TUNE_CUDA_LAUNCHED();
 }
 

@@ -59,13 +59,13 @@ namespace {
 // One thread per pair of adjacent elements of a row (I even: bf16x2 loads and stores); rows along grid y.
 // One thread per V consecutive columns of a row (V = 8: 16-byte accesses when I and the strides allow it).
 template <int V>
-__global__ void swiglu_fused_fwd_kernel(const bf16* gu, bf16* h, int64_t T_, int64_t I, int64_t ldh) {
+__global__ void swiglu_fused_fwd_kernel(const bf16* gu, bf16* h, int64_t T_, int64_t I, int64_t ldh, int64_t ldgu) {
   const int64_t j = V * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x);
   if (j >= I) return;
   for (int64_t t = blockIdx.y; t < T_; t += gridDim.y) {
     float g[V], u[V], y[V];
-    load_bf16<V>(gu + t * 2 * I + j, g);
-    load_bf16<V>(gu + t * 2 * I + I + j, u);
+    load_bf16<V>(gu + t * ldgu + j, g);
+    load_bf16<V>(gu + t * ldgu + I + j, u);
 #pragma unroll
     for (int e = 0; e < V; ++e) y[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
     store_bf16<V>(h + t * ldh + j, y);
@@ -73,13 +73,14 @@ __global__ void swiglu_fused_fwd_kernel(const bf16* gu, bf16* h, int64_t T_, int
 }
 
 template <int V>
-__global__ void swiglu_fused_bwd_kernel(const bf16* gu, const bf16* dh, bf16* dgu, int64_t T_, int64_t I) {
+__global__ void swiglu_fused_bwd_kernel(const bf16* gu, const bf16* dh, bf16* dgu, int64_t T_, int64_t I,
+                                        int64_t ldgu) {
   const int64_t j = V * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x);
   if (j >= I) return;
   for (int64_t t = blockIdx.y; t < T_; t += gridDim.y) {
     float g[V], u[V], d[V], dg[V], du[V];
-    load_bf16<V>(gu + t * 2 * I + j, g);
-    load_bf16<V>(gu + t * 2 * I + I + j, u);
+    load_bf16<V>(gu + t * ldgu + j, g);
+    load_bf16<V>(gu + t * ldgu + I + j, u);
     load_bf16<V>(dh + t * I + j, d);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
@@ -87,8 +88,8 @@ __global__ void swiglu_fused_bwd_kernel(const bf16* gu, const bf16* dh, bf16* dg
       dg[e] = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
       du[e] = d[e] * g[e] * sg;
     }
-    store_bf16<V>(dgu + t * 2 * I + j, dg);
-    store_bf16<V>(dgu + t * 2 * I + I + j, du);
+    store_bf16<V>(dgu + t * ldgu + j, dg);
+    store_bf16<V>(dgu + t * ldgu + I + j, du);
   }
 }
 
@@ -98,29 +99,31 @@ dim3 fused_grid(int64_t T_, int64_t I, int V) {
 
 }  // namespace
 
-void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I, int64_t ldh) {
+void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I, int64_t ldh, int64_t ldgu) {
   if (T * I == 0) return;
-  TUNE_CHECK(I % 2 == 0) << "swiglu_fused_fwd: odd width " << I;
+  TUNE_CHECK(I % 2 == 0 && ldgu % 2 == 0) << "swiglu_fused_fwd: odd width " << I << " or stride " << ldgu;
   if (ldh == 0) ldh = I;
+  if (ldgu == 0) ldgu = 2 * I;
   auto go = [&](auto v) {
     constexpr int V = decltype(v)::value;
     swiglu_fused_fwd_kernel<V><<<fused_grid(T, I, V), 128>>>(static_cast<const bf16*>(gu), static_cast<bf16*>(h), T,
-                                                             I, ldh);
+                                                             I, ldh, ldgu);
   };
-  if (bf16_vec_fits(8, {gu, h}, {I, ldh})) go(std::integral_constant<int, 8>{});
+  if (bf16_vec_fits(8, {gu, h}, {I, ldh, ldgu})) go(std::integral_constant<int, 8>{});
   else go(std::integral_constant<int, 2>{});
   TUNE_CUDA_LAUNCHED();
 }
 
-void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I) {
+void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I, int64_t ldgu) {
   if (T * I == 0) return;
-  TUNE_CHECK(I % 2 == 0) << "swiglu_fused_bwd: odd width " << I;
+  TUNE_CHECK(I % 2 == 0 && ldgu % 2 == 0) << "swiglu_fused_bwd: odd width " << I << " or stride " << ldgu;
+  if (ldgu == 0) ldgu = 2 * I;
   auto go = [&](auto v) {
     constexpr int V = decltype(v)::value;
     swiglu_fused_bwd_kernel<V><<<fused_grid(T, I, V), 128>>>(
-        static_cast<const bf16*>(gu), static_cast<const bf16*>(dh), static_cast<bf16*>(dgu), T, I);
+        static_cast<const bf16*>(gu), static_cast<const bf16*>(dh), static_cast<bf16*>(dgu), T, I, ldgu);
   };
-  if (bf16_vec_fits(8, {gu, dh, dgu}, {I})) go(std::integral_constant<int, 8>{});
+  if (bf16_vec_fits(8, {gu, dh, dgu}, {I, ldgu})) go(std::integral_constant<int, 8>{});
   else go(std::integral_constant<int, 2>{});
   TUNE_CUDA_LAUNCHED();
 }
