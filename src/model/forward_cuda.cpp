@@ -876,7 +876,9 @@ struct CudaLoraModel::Impl {
   // Attention half of attention layer a: qkv, qk, att, lse [, ybuf] and xmid. In the backward's recompute with
   // kept outputs, att and lse are already back from the host and the attention itself is skipped.
   void attn_fwd(const Layer& ly, int64_t a, int64_t T, const void* x_in, bool recompute) {
-    const int64_t ld = ld_qkv;  // the product's ld_in columns, then room for the backward's g
+    // qkv's rows are ld_qkv apart like dqkv's (which has room for the backward's g): the attention reads v and
+    // writes dv at one stride.
+    const int64_t ld = ld_qkv;
     if (recompute && kept_qkv_layer(a)) lora_u(ly.in, T, xn.p, u_in.p);  // the product is kept: only u
     else linear_fwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, xn.p, u_in.p, qkv_p, ld, 0.0f, nullptr, ly.b_in.p);
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv_p, ld, qk.p, Nqk);
