@@ -111,6 +111,9 @@ int bench_train(int argc, char** argv) {
                   {"first_step_s", first_step_s},
                   {"offload", plan.offload},
                   {"keep_attention", plan.keep_attention},
+                  {"keep_u", plan.keep_u},
+                  {"keep_mid", plan.keep_mid},
+                  {"keep_qkv", plan.keep_qkv},
                   {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
                   {"loss", loss}};
   if (a.has("--json")) {

@@ -261,6 +261,10 @@ struct CudaLoraModel::Impl {
   // buffer).
   DeviceBuffer kept_mid, kept_qkv;
   int64_t keep_mid = 0, keep_qkv = 0;
+  // Plan option keep_u: attention layer a's o LoRA u (max_T, r) and layer l's down LoRA u (max_T, r), written by
+  // the forward and read by the backward in place of u_o / u_d.
+  DeviceBuffer kept_uo, kept_ud;
+  bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
   // and their gradients (T, nV) f32; the recurrence's workspace.
@@ -372,6 +376,7 @@ struct CudaLoraModel::Impl {
     k_go.on = o.keep_attention && k_go.n > 0;
     keep_mid = std::clamp<int64_t>(o.keep_mid, 0, k_att.n);
     keep_qkv = std::clamp<int64_t>(o.keep_qkv, 0, keep_mid);
+    keep_u = o.keep_u;
     layers.resize(size_t(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
       layers[size_t(l)].mix = c.layers[size_t(l)].mixer;
@@ -567,6 +572,8 @@ struct CudaLoraModel::Impl {
     xmid = bf(T * H);
     kept_mid = bf(keep_mid * T * H);
     kept_qkv = bf(keep_qkv * T * ld_qkv);
+    kept_uo = bf(keep_u ? k_att.n * T * r : 0);
+    kept_ud = bf(keep_u ? L * T * r : 0);
     xn2 = bf(C * ld_xn2);
     u_in = bf(T * 3 * r);
     u_o = bf(T * r);
@@ -733,13 +740,14 @@ struct CudaLoraModel::Impl {
   // the folded columns: dy [W | s B] has as many output columns as [x | u], and cuBLAS tiled an input width plus
   // n r columns worse than it gained by making s dy B in the same pass (bench/RESULTS.md, commit bd1620d).
   // A group with kdx > 0 leaves g in dy's columns [N, N + kdx) (W's rows there hold its A's) and takes
-  // dy W + g A as one product.
+  // dy W + g A as one product. u_kept (T, n r): the forward's u kept apart, read instead of a's columns.
   void linear_bwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, void* dy, int64_t ldy,
-                  const void* a, const void* u, void* da, float beta = 0.0f) {
+                  const void* a, const void* u, void* da, float beta = 0.0f, const void* u_kept = nullptr) {
     void* gb = g.kdx > 0 ? static_cast<char*>(dy) + N * 2 : g_lora.p;
     const int64_t ldg = g.kdx > 0 ? ldy : g.n() * r;
-    if (g.kx > 0) lora_bwd(ly, g, T, dy, ldy, a, g.ld(), static_cast<const char*>(a) + g.in * 2, g.ld(), gb, ldg);
-    else lora_bwd(ly, g, T, dy, ldy, a, g.in, u, g.n() * r, gb, ldg);
+    const bool in_a = g.kx > 0 && !u_kept;
+    lora_bwd(ly, g, T, dy, ldy, a, g.ld(), in_a ? static_cast<const char*>(a) + g.in * 2 : u_kept ? u_kept : u,
+             in_a ? g.ld() : g.n() * r, gb, ldg);
     mm_t(T, N + g.kdx, g.in, dy, ldy, W, g.ld(), da, g.in, beta);
     if (g.kdx == 0) lora_dx(g, T, da, g.in);
   }
@@ -755,9 +763,13 @@ struct CudaLoraModel::Impl {
 
   // Unfolded LoRA forward: u = a A_grp^T (T, n r); y[:, col_t] += s u_t B_t^T.
   void lora_fwd(const Layer& ly, const LoraGroup& g, int64_t T, void* a, void* u, void* y, int64_t ldy) {
+    lora_u(g, T, a, u);
+    lora_add(ly, g, T, u, y, ldy);
+  }
+  // y[:, col_t] += s u_t B_t^T with u (T, n r) at hand.
+  void lora_add(const Layer& ly, const LoraGroup& g, int64_t T, const void* u, void* y, int64_t ldy) {
     if (g.n() == 0) return;
     const int64_t nr = g.n() * r;
-    lora_u(g, T, a, u);
     for (int64_t i = 0; i < g.n(); ++i) {
       const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
       for (const BPart& p : b_parts(sl)) {
@@ -861,6 +873,9 @@ struct CudaLoraModel::Impl {
   // Whether attention layer a (-1: not an attention layer) keeps its q|k|v product / xmid on the device.
   bool kept_qkv_layer(int64_t a) const { return a >= 0 && a < keep_qkv; }
   bool kept_mid_layer(int64_t a) const { return a >= 0 && a < keep_mid; }
+  // Attention layer a's o LoRA u; layer l's down LoRA u from row t0 (the kept slots, or the shared buffers).
+  void* uo_at(int64_t a) const { return keep_u ? kept_uo.at(a * max_T * r * 2) : u_o.p; }
+  void* ud_at(int64_t l, int64_t t0) const { return keep_u ? kept_ud.at((l * max_T + t0) * r * 2) : u_d.p; }
 
   // The mixer of layer l from x_in: xn, its activations and xmid = x_in + mixer(xn).
   void mixer_fwd(int64_t l, int64_t T, const void* x_in, bool recompute) {
@@ -892,8 +907,17 @@ struct CudaLoraModel::Impl {
       cuda::sigmoid_gate_fwd(att_at(a), nH * d, qkv_p + Nqkv * 2, ld, ybuf.p, nH * d, T, nH * d);
       y = ybuf.p;
     }
-    if (recompute && kept_mid_layer(a)) lora_u(ly.out, T, y, u_o.p);
-    else linear_fwd(ly, ly.out, ly.wo.p, H, T, y, u_o.p, mid_p, H, 1.0f, x_in);
+    void* uo = uo_at(a);  // o's group is never folded: u is in its own buffer
+    if (recompute && keep_u) {
+      if (!kept_mid_layer(a)) {
+        mm(T, H, ly.out.in, y, ly.out.in, ly.wo.p, mid_p, H, 1.0f, x_in);
+        lora_add(ly, ly.out, T, uo, mid_p, H);
+      }
+    } else if (recompute && kept_mid_layer(a)) {
+      lora_u(ly.out, T, y, uo);
+    } else {
+      linear_fwd(ly, ly.out, ly.wo.p, H, T, y, uo, mid_p, H, 1.0f, x_in);
+    }
   }
 
   // Gated DeltaNet half of DeltaNet layer g: proj (in qkv), zba, convo, gq/gk/gv, beta, gdec, go, ybuf and xmid.
@@ -929,8 +953,12 @@ struct CudaLoraModel::Impl {
     cuda::swiglu_fused_fwd(gu(), h(), n, I, ly.down.ld(), ld_gu);
     if (x_out) {
       char* xo = static_cast<char*>(x_out) + t0 * H * 2;
-      linear_fwd(ly, ly.down, ly.wd.p, H, n, h(), u_d.p, xo, H, 1.0f, xm);
-    } else {  // the backward needs u only
+      void* ud = ud_at(l, t0);
+      linear_fwd(ly, ly.down, ly.wd.p, H, n, h(), ud, xo, H, 1.0f, xm);
+      if (keep_u && ly.down.kx > 0)  // a folded group's u is in h's columns
+        CUDA_CHECK(cudaMemcpy2DAsync(ud, size_t(r * 2), static_cast<char*>(h()) + I * 2, size_t(ly.down.ld() * 2),
+                                     size_t(r * 2), size_t(n), cudaMemcpyDeviceToDevice, nullptr));
+    } else if (!keep_u) {  // the backward needs u only
       lora_u(ly.down, n, h(), u_d.p);
     }
   }
@@ -947,7 +975,7 @@ struct CudaLoraModel::Impl {
                                  dres.as<float>() + t0 * H, dy, n, H);
       return;
     }
-    linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, h(), u_d.p, dh());
+    linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, h(), u_d.p, dh(), 0.0f, keep_u ? ud_at(l, t0) : nullptr);
     cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I, ld_gu);  // dgu overwrites gu in place
     linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu(), ld_gu, xn2.p, u_gu.p, dx);
     cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
@@ -1049,7 +1077,7 @@ struct CudaLoraModel::Impl {
     const int64_t ld = ld_qkv;
     const bool gated = ly.mix == MixerKind::GatedAttention;
     const void* y = gated ? ybuf.p : att_at(a);
-    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, ld_dres, y, u_o.p, datt());
+    linear_bwd(ly, ly.out, ly.wo.p, H, T, dres_b.p, ld_dres, y, uo_at(a), datt());
     if (gated)  // datt becomes the gradient of the ungated output, in place; the gate's lands in dqkv
       cuda::sigmoid_gate_bwd(att_at(a), nH * d, qkv_p + Nqkv * 2, ld, datt(), nH * d, datt(), nH * d,
                              static_cast<char*>(dqkv()) + Nqkv * 2, ld, T, nH * d);
@@ -1439,16 +1467,23 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
       plan.max_T * (plan.k_att.n * plan.nH * (plan.d * 2 + 4) + plan.k_go.n * plan.Vd * 2);
   const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
   o.keep_attention = att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
-  // What is left keeps attention layers' activations on the device, the mixer outputs first (one o product
-  // saved per T H 2 bytes), then the q|k|v products (one product per T (nH + 2 nKV) d 2 bytes). Offloading the
-  // checkpoints to make room for more was tried and was slower (bench/RESULTS.md, commit bd1620d).
-  if (!o.offload && usable > 0) {
+  // What is left keeps, first, the o and down LoRA u's (two products over wide inputs saved per 2 T r 2 bytes),
+  // then attention layers' activations on the device: the mixer outputs (one o product saved per T H 2 bytes),
+  // then the q|k|v products (one product per T (nH + 2 nKV) d 2 bytes). Offloading the checkpoints to make room
+  // for more was tried and was slower (bench/RESULTS.md, commit bd1620d).
+  if (usable > 0) {
     const int64_t T = plan.max_T;
     int64_t slack = usable - plan.mem.total() - extra;
+    if (o.offload) slack += (c.num_layers - 1) * T * plan.H * 2;  // two checkpoint slots instead of L + 1
     if (o.keep_attention) slack -= T * (plan.nH * (plan.d * 2 + 4) + (plan.k_go.n > 0 ? plan.Vd * 2 : 0));
-    const int64_t mid = T * plan.H * 2, qkv = T * plan.ld_qkv * 2;
-    o.keep_mid = std::clamp<int64_t>(slack / mid, 0, plan.k_att.n);
-    o.keep_qkv = std::clamp<int64_t>((slack - o.keep_mid * mid) / qkv, 0, o.keep_mid);
+    const int64_t u_bytes = (plan.k_att.n + c.num_layers) * T * plan.r * 2;
+    o.keep_u = slack >= u_bytes;
+    if (o.keep_u) slack -= u_bytes;
+    if (!o.offload) {
+      const int64_t mid = T * plan.H * 2, qkv = T * plan.ld_qkv * 2;
+      o.keep_mid = std::clamp<int64_t>(slack / mid, 0, plan.k_att.n);
+      o.keep_qkv = std::clamp<int64_t>((slack - o.keep_mid * mid) / qkv, 0, o.keep_mid);
+    }
   }
   return o;
 }

@@ -47,11 +47,14 @@ struct CudaPlanOptions {
   // (<= keep_mid) their q|k|v product too (T (nH + 2 nKV) d 2 bytes, gated attention's gate columns besides), on
   // the device: the backward skips recomputing their o and q|k|v products.
   int64_t keep_mid = 0, keep_qkv = 0;
+  // Attention layers' o LoRA u (T r 2 device bytes each) and dense FFN layers' down LoRA u (the same) kept from
+  // the forward: the backward skips the products over the out-projection's input and over h that remake them.
+  bool keep_u = false;
 };
 
 // The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload
-// when the checkpoints would not fit beside everything else; memory to spare keeps attention layers' activations
-// (keep_mid, then keep_qkv).
+// when the checkpoints would not fit beside everything else; memory to spare keeps the LoRA u's (keep_u), then
+// attention layers' activations (keep_mid, then keep_qkv).
 CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
                                   int64_t budget_bytes = 0);
 

@@ -104,6 +104,7 @@ struct CompareOptions {
   int64_t ffn_chunk = 0;
   bool offload = false, keep_attention = false;
   int64_t keep_mid = 0, keep_qkv = 0;
+  bool keep_u = false;
   double grad_tol = 8e-2;  // relative L2 of every LoRA gradient
 };
 
@@ -146,6 +147,7 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   plan.keep_attention = o.keep_attention;
   plan.keep_mid = o.keep_mid;
   plan.keep_qkv = o.keep_qkv;
+  plan.keep_u = o.keep_u;
   CudaLoraModel cm(m, gpu, plan);
   cm.zero_grad();
   const double gpu_loss = cm.forward_backward(batch, scale);
@@ -319,6 +321,8 @@ TEST(ForwardCuda, MoeModelsMatchCpu) {
   Model all = model_random(seeded_qwen35(64, false, 4, 4), 5, 0.05f);
   compare(all, "seeded qwen3.5-moe, 4 of 4 experts", {{70, 9, 50}, {130}}, 16,
           {.ffn_chunk = 64, .grad_tol = kDeltaNetGradTol});
+  compare(all, "seeded qwen3.5-moe, u's kept", {{70, 9, 50}, {130}}, 16,
+          {.ffn_chunk = 64, .keep_u = true, .grad_tol = kDeltaNetGradTol});
 }
 
 // The Qwen3.5 goldens (transformers models) whose DeltaNet heads the CUDA kernels take, dense and MoE.
@@ -386,16 +390,23 @@ TEST(ForwardCuda, ChunkedFfnAndOffloadedCheckpoints) {
 
 // Attention layers' activations kept on the device (the backward skips their o and q|k|v products): layers 0-2
 // keep xmid, 0-1 q|k|v too, the others recompute; with the attention outputs on the host and the FFN in chunks.
-// Qwen3.5: the gated attention layers' q|k|v|gate product.
+// The o and down LoRA u's kept from the forward: in down's folded columns (r 16) and in its own buffer (r 4,
+// unfolded), with layers that recompute o from the kept u. Qwen3.5: the gated attention layers' q|k|v|gate
+// product, and u's beside DeltaNet layers (which keep none).
 TEST(ForwardCuda, KeptActivationsMatchCpu) {
   TUNE_REQUIRE_CUDA();
   Model m = model_random(seeded_qwen3(128, 5), 3, 0.05f);
   compare(m, "xmid 3, qkv 2 kept", {{70, 130, 1, 64}, {200}}, 16, {.keep_mid = 3, .keep_qkv = 2});
   compare(m, "kept, chunked, attention on the host", {{70, 130, 1, 64}, {200}}, 16,
           {.ffn_chunk = 64, .keep_attention = true, .keep_mid = 5, .keep_qkv = 5});
+  compare(m, "u's and xmid 1 kept, chunked", {{70, 130, 1, 64}, {200}}, 16,
+          {.ffn_chunk = 64, .keep_attention = true, .keep_mid = 1, .keep_u = true});
+  compare(m, "u's kept, rank 4, offloaded", {{70, 130, 1, 64}, {200}}, 4, {.offload = true, .keep_u = true});
   Model q = model_random(seeded_qwen35(64, true), 3, 0.05f);
   compare(q, "qwen3.5 xmid 2, qkv 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 2, .keep_qkv = 1, .grad_tol = kDeltaNetGradTol});
+  compare(q, "qwen3.5 u's and xmid 1 kept", {{70, 9, 50}, {130}}, 16,
+          {.keep_attention = true, .keep_mid = 1, .keep_u = true, .grad_tol = kDeltaNetGradTol});
 }
 
 // The planner under memory budgets (qwen3-4b, 2 x 2048): room to spare keeps every attention layer's activations;
@@ -410,15 +421,18 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_FALSE(roomy.offload);
   EXPECT_EQ(roomy.keep_mid, n);
   EXPECT_EQ(roomy.keep_qkv, n);
+  EXPECT_TRUE(roomy.keep_u);
   const CudaPlanOptions tight = cuda_plan_options(c, lc, 4096, gib * 104 / 10);
   EXPECT_FALSE(tight.offload);
   EXPECT_GT(tight.keep_mid, 0);
   EXPECT_LT(tight.keep_qkv, n);
+  EXPECT_TRUE(tight.keep_u);
   const CudaPlanOptions tighter = cuda_plan_options(c, lc, 4096, gib * 98 / 10);
   EXPECT_LE(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
   const CudaPlanOptions small = cuda_plan_options(c, lc, 4096, 6 * gib);
   EXPECT_TRUE(small.offload);
   EXPECT_EQ(small.keep_mid + small.keep_qkv, 0);
+  EXPECT_FALSE(small.keep_u);
 }
 
 // Bad input is refused before anything runs on the device.
