@@ -18,7 +18,8 @@ TEST(QkNormRopeCuda, MatchesCpuReference) {
   };
   for (Case c : {Case{7, 4, 2, 128, 128, true, false}, Case{33, 3, 1, 24, 24, true, false},
                  Case{5, 2, 2, 64, 32, true, true}, Case{19, 2, 1, 256, 64, false, false},
-                 Case{64, 16, 8, 128, 128, true, false}}) {
+                 Case{64, 16, 8, 128, 128, true, false}, Case{11, 7, 2, 128, 128, true, true},
+                 Case{9, 5, 3, 256, 64, true, true}}) {
     SCOPED_TRACE(testing::Message() << "T " << c.T << " heads " << c.nQ << "/" << c.nK << " d " << c.d << " rot "
                                     << c.rot << " norm " << c.norm << " zc " << c.zc);
     const int64_t heads = c.nQ + c.nK, src_stride = (heads + c.nK) * c.d + 8, dst_stride = heads * c.d;
