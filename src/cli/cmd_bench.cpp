@@ -54,7 +54,10 @@ int bench_train(int argc, char** argv) {
   // a larger device can stand for it; the peak reported below is what was really used.
   const double limit_gib = a.get_double("--memory-limit-gib", 0.0);
   CudaPlanOptions plan = cuda_plan_options(config, lc, B * S, int64_t(limit_gib * double(int64_t(1) << 30)));
-  if (a.has("--offload")) plan.offload = true;
+  if (a.has("--offload")) {  // all of them
+    plan.offload = true;
+    plan.keep_ckpt = 0;
+  }
   if (a.has("--recompute-attention")) plan.keep_attention = false;
   plan.ffn_chunk = a.get_int("--ffn-chunk", 0);
   CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, plan);
@@ -110,6 +113,7 @@ int bench_train(int argc, char** argv) {
                   {"activations_gib", double(m.activations) / gib},
                   {"first_step_s", first_step_s},
                   {"offload", plan.offload},
+                  {"keep_ckpt", plan.keep_ckpt},
                   {"keep_attention", plan.keep_attention},
                   {"keep_u", plan.keep_u},
                   {"keep_mid", plan.keep_mid},
@@ -119,10 +123,14 @@ int bench_train(int argc, char** argv) {
   if (a.has("--json")) {
     std::printf("%s\n", j.dump().c_str());
   } else {
+    const int64_t ckpts = config.num_layers + 1;
+    const std::string off = plan.offload ? ", " + std::to_string(ckpts - std::clamp<int64_t>(plan.keep_ckpt, 0, ckpts)) +
+                                               " of " + std::to_string(ckpts) + " checkpoints offloaded"
+                                         : "";
     std::printf("%s b%lld x %lld, LoRA r%lld: %.0f tokens/s, %.1f ms/step, peak %.2f GiB (planned %.2f%s), first step "
                 "done %.1f s after launch, loss %.4f\n",
                 preset.c_str(), (long long)B, (long long)S, (long long)lc.rank, tps, step_s * 1e3, double(peak) / gib,
-                planned / gib, plan.offload ? ", checkpoints offloaded" : "", first_step_s, loss);
+                planned / gib, off.c_str(), first_step_s, loss);
   }
   return 0;
 #else

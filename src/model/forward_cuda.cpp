@@ -239,10 +239,11 @@ struct CudaLoraModel::Impl {
   // Batch inputs.
   DeviceBuffer ids, pos, doc_start, rows, targets, loss, rope;  // rope: (T, rotary_dim / 2) (cos, sin)
   // Checkpoints: the input of each layer and the final hidden state, (L + 1) x (T, H) bf16. On the device, or,
-  // with offload, in pinned host memory with two device slots: a side stream copies each new checkpoint out
-  // during the forward and brings the next one back during the backward.
+  // with offload, the first n_off in pinned host memory through two rotating device slots (a side stream copies
+  // each new one out during the forward and brings the next one back during the backward) and the rest in device
+  // slots of their own.
   DeviceBuffer ckpt;
-  bool offload = false;
+  int64_t n_off = 0;
   void* host_ckpt = nullptr;
   cudaStream_t side = nullptr;
   std::vector<cudaEvent_t> ready;  // per checkpoint: its copy (out or in) is done / its slot may be reused
@@ -301,8 +302,10 @@ struct CudaLoraModel::Impl {
   void* datt() const { return region.p; }
   void* dqk() const { return region.at(off_dqk); }
   void* dqkv() const { return region.at(off_dqkv); }
-  // The device copy of checkpoint l (a slot of two with offload).
-  void* x_at(int64_t l) const { return ckpt.at((offload ? l % 2 : l) * max_T * H * 2); }
+  // The device copy of checkpoint l (for the first n_off, one of two rotating slots).
+  void* x_at(int64_t l) const {
+    return ckpt.at((l < n_off ? l % 2 : l - n_off + std::min<int64_t>(n_off, 2)) * max_T * H * 2);
+  }
   char* host_at(int64_t l) const { return static_cast<char*>(host_ckpt) + l * max_T * H * 2; }
   // Attention layer a's output (T, nH d) and lse (nH, T); DeltaNet layer g's recurrence output (T, Vd).
   void* att_at(int64_t a) const { return k_att.at(0, a); }
@@ -371,7 +374,7 @@ struct CudaLoraModel::Impl {
     s = float(lora.scale());
     flash = cuda::flash_attention_supported(d);
     ffn_T = std::min(max_T, o.ffn_chunk > 0 ? o.ffn_chunk : int64_t(16384));
-    offload = o.offload;
+    n_off = o.offload ? c.num_layers + 1 - std::clamp<int64_t>(o.keep_ckpt, 0, c.num_layers + 1) : 0;
     k_att.on = o.keep_attention && flash && k_att.n > 0;  // the reference attention keeps no lse: it recomputes
     k_go.on = o.keep_attention && k_go.n > 0;
     keep_mid = std::clamp<int64_t>(o.keep_mid, 0, k_att.n);
@@ -545,12 +548,12 @@ struct CudaLoraModel::Impl {
     targets = i32(T);
     loss = f32(T);
     rope = f32(T * c.rotary_dim);
-    ckpt = dev((offload ? 2 : L + 1) * T * H * 2);
+    ckpt = dev((L + 1 - n_off + std::min<int64_t>(n_off, 2)) * T * H * 2);
     mem.checkpoints = ckpt.bytes;
-    if (offload) {
-      mem.host_checkpoints += (L + 1) * T * H * 2;
+    if (n_off > 0) {
+      mem.host_checkpoints += n_off * T * H * 2;
       if (!dry) {
-        CUDA_CHECK(cudaHostAlloc(&host_ckpt, size_t((L + 1) * T * H * 2), cudaHostAllocDefault));
+        CUDA_CHECK(cudaHostAlloc(&host_ckpt, size_t(n_off * T * H * 2), cudaHostAllocDefault));
         ready.resize(size_t(L + 1));
         for (cudaEvent_t& e : ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
       }
@@ -610,7 +613,7 @@ struct CudaLoraModel::Impl {
       k->ready.resize(size_t(k->n));
       for (cudaEvent_t& e : k->ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     }
-    if ((offload || k_att.on || k_go.on) && !dry)
+    if ((n_off > 0 || k_att.on || k_go.on) && !dry)
       CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
     if (has_moe) {
       const int64_t S = C * kx;
@@ -1104,9 +1107,10 @@ struct CudaLoraModel::Impl {
     linear_bwd(ly, ly.in, ly.w_in.p, Ncv, T, dproj, Ncv, xn.p, u_in.p, dxn.p, 1.0f);
   }
 
-  // Checkpoint traffic with offload (no-ops otherwise). After the main stream wrote checkpoint l: copy it out.
+  // Checkpoint traffic for the first n_off (no-ops for the others). After the main stream wrote checkpoint l: copy
+  // it out.
   void save_ckpt(int64_t l, int64_t T) {
-    if (!offload) return;
+    if (l >= n_off) return;
     CUDA_CHECK(cudaEventRecord(ready[size_t(l)], nullptr));
     CUDA_CHECK(cudaStreamWaitEvent(side, ready[size_t(l)]));
     CUDA_CHECK(cudaMemcpyAsync(host_at(l), x_at(l), size_t(T * H * 2), cudaMemcpyDeviceToHost, side));
@@ -1114,18 +1118,20 @@ struct CudaLoraModel::Impl {
   }
   // Before the main stream overwrites the slot of checkpoint l (it holds l - 2): that one's copy-out is done.
   void slot_free(int64_t l) {
-    if (offload && l >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l - 2)]));
+    if (l < n_off && l >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l - 2)]));
   }
-  // Backward: bring checkpoint l back once the main stream is done with the slot's previous content (l + 2).
+  // Backward: bring checkpoint l back once the main stream is done with the slot's previous content (l + 2). The
+  // last two offloaded ones were never overwritten.
+  bool refetched(int64_t l) const { return l >= 0 && l < n_off - 2; }
   void prefetch_ckpt(int64_t l, int64_t T) {
-    if (!offload || l < 0) return;
+    if (!refetched(l)) return;
     CUDA_CHECK(cudaEventRecord(ready[size_t(l)], nullptr));
     CUDA_CHECK(cudaStreamWaitEvent(side, ready[size_t(l)]));
     CUDA_CHECK(cudaMemcpyAsync(x_at(l), host_at(l), size_t(T * H * 2), cudaMemcpyHostToDevice, side));
     CUDA_CHECK(cudaEventRecord(ready[size_t(l)], side));
   }
   void wait_ckpt(int64_t l) {
-    if (offload) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l)]));
+    if (refetched(l)) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l)]));
   }
 
   // The same traffic for kept mixer outputs (layer i of k's kind), once the main stream got this far.
@@ -1211,9 +1217,10 @@ struct CudaLoraModel::Impl {
     CUDA_CHECK(cudaMemsetAsync(dres.p, 0, size_t(T * H * 4)));
     cuda::rmsnorm_bwd_residual(x_at(L), out_norm.as<float>(), dxn.p, eps, zc(), dres.as<float>(), dres_b.p, T, H,
                                ld_dres);
-    // x_L and x_{L-1} are still in their slots; each layer's backward brings the one below back meanwhile.
+    // The device checkpoints and the last two offloaded are in their slots; each layer's backward brings the one
+    // below back meanwhile.
     for (int64_t l = L - 1; l >= 0; --l) {
-      if (l < L - 1) wait_ckpt(l);
+      wait_ckpt(l);
       prefetch_ckpt(l - 1, T);
       kept_fetch(k_att, att_index[size_t(l)], T);
       kept_fetch(k_go, gdn_index[size_t(l)], T);
@@ -1460,26 +1467,30 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) usable = int64_t(free_b) * 95 / 100 - (int64_t(1) << 30);
   }
-  o.offload = usable > 0 && plan.mem.total() + extra > usable;
   // Keeping the mixer outputs costs pinned host memory, bus traffic (both directions once per step, beside any
   // offloaded checkpoints) and a second device slot per kind: only when it is a modest share of the host's memory.
   const int64_t att_bytes =
       plan.max_T * (plan.k_att.n * plan.nH * (plan.d * 2 + 4) + plan.k_go.n * plan.Vd * 2);
   const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
   o.keep_attention = att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
-  // What is left keeps, first, the o and down LoRA u's (two products over wide inputs saved per 2 T r 2 bytes),
-  // then attention layers' activations on the device: the mixer outputs (one o product saved per T H 2 bytes),
-  // then the q|k|v products (one product per T (nH + 2 nKV) d 2 bytes). Offloading the checkpoints to make room
-  // for more was tried and was slower (bench/RESULTS.md, commit bd1620d).
+  // Then, while memory lasts: the o and down LoRA u's (two products over wide inputs saved per 2 T r 2 bytes,
+  // worth more than a checkpoint's bus traffic); as few offloaded checkpoints as make the plan fit (the first
+  // layers' ones: each frees its slot beyond the two the offloaded ones rotate through); with every checkpoint on
+  // the device, attention layers' activations: the mixer outputs (one o product saved per T H 2 bytes), then the
+  // q|k|v products (one product per T (nH + 2 nKV) d 2 bytes). Offloading more checkpoints to make room for those
+  // was tried and was slower (bench/RESULTS.md, commit bd1620d).
   if (usable > 0) {
-    const int64_t T = plan.max_T;
+    const int64_t T = plan.max_T, L1 = c.num_layers + 1, ckpt = T * plan.H * 2;
     int64_t slack = usable - plan.mem.total() - extra;
-    if (o.offload) slack += (c.num_layers - 1) * T * plan.H * 2;  // two checkpoint slots instead of L + 1
     if (o.keep_attention) slack -= T * (plan.nH * (plan.d * 2 + 4) + (plan.k_go.n > 0 ? plan.Vd * 2 : 0));
     const int64_t u_bytes = (plan.k_att.n + c.num_layers) * T * plan.r * 2;
-    o.keep_u = slack >= u_bytes;
+    o.keep_u = slack + (L1 - 2) * ckpt >= u_bytes;
     if (o.keep_u) slack -= u_bytes;
-    if (!o.offload) {
+    if (slack < 0) {
+      const int64_t n_off = std::min<int64_t>(L1, 2 + (-slack + ckpt - 1) / ckpt);
+      o.offload = true;
+      o.keep_ckpt = L1 - n_off;
+    } else {
       const int64_t mid = T * plan.H * 2, qkv = T * plan.ld_qkv * 2;
       o.keep_mid = std::clamp<int64_t>(slack / mid, 0, plan.k_att.n);
       o.keep_qkv = std::clamp<int64_t>((slack - o.keep_mid * mid) / qkv, 0, o.keep_mid);

@@ -40,6 +40,9 @@ struct CudaPlanOptions {
   int64_t max_tokens = 0;  // tokens of the largest micro-batch
   int64_t ffn_chunk = 0;   // tokens per FFN chunk (0: min(max_tokens, 16384))
   bool offload = false;    // checkpoints in pinned host memory (long sequences)
+  // With offload: the last keep_ckpt checkpoints (of the L + 1) stay on the device in slots of their own, the
+  // first ones go to the host through two rotating slots.
+  int64_t keep_ckpt = 0;
   // Each layer's mixer output kept (in pinned host memory) so the backward skips recomputing it: attention layers'
   // output and lse (T nH d 2 + nH T 4 host bytes), DeltaNet layers' recurrence output (T nV dv 2 bytes).
   bool keep_attention = false;
@@ -52,9 +55,9 @@ struct CudaPlanOptions {
   bool keep_u = false;
 };
 
-// The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload
-// when the checkpoints would not fit beside everything else; memory to spare keeps the LoRA u's (keep_u), then
-// attention layers' activations (keep_mid, then keep_qkv).
+// The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload as
+// few checkpoints as make the plan fit; memory to spare keeps the LoRA u's (keep_u), then attention layers'
+// activations (keep_mid, then keep_qkv).
 CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
                                   int64_t budget_bytes = 0);
 

@@ -102,7 +102,9 @@ constexpr double kDeltaNetGradTol = 0.12;
 
 struct CompareOptions {
   int64_t ffn_chunk = 0;
-  bool offload = false, keep_attention = false;
+  bool offload = false;
+  int64_t keep_ckpt = 0;
+  bool keep_attention = false;
   int64_t keep_mid = 0, keep_qkv = 0;
   bool keep_u = false;
   double grad_tol = 8e-2;  // relative L2 of every LoRA gradient
@@ -144,6 +146,7 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   plan.max_tokens = max_tokens + 7;
   plan.ffn_chunk = o.ffn_chunk;
   plan.offload = o.offload;
+  plan.keep_ckpt = o.keep_ckpt;
   plan.keep_attention = o.keep_attention;
   plan.keep_mid = o.keep_mid;
   plan.keep_qkv = o.keep_qkv;
@@ -386,6 +389,11 @@ TEST(ForwardCuda, ChunkedFfnAndOffloadedCheckpoints) {
   compare(m, "both", {{70, 130, 1, 64}, {200}}, 16, {.ffn_chunk = 64, .offload = true});
   compare(m, "attention kept on the host", {{70, 130, 1, 64}, {200}}, 16, {.keep_attention = true});
   compare(m, "all three", {{70, 130, 1, 64}, {200}}, 16, {.ffn_chunk = 64, .offload = true, .keep_attention = true});
+  // Of the 6 checkpoints the first 5 (three brought back, two still in their slots) or the first 3 offloaded.
+  compare(m, "5 of 6 checkpoints offloaded", {{70, 130, 1, 64}, {200}}, 16,
+          {.offload = true, .keep_ckpt = 1, .keep_u = true});
+  compare(m, "3 of 6 checkpoints offloaded", {{70, 130, 1, 64}, {200}}, 16,
+          {.ffn_chunk = 64, .offload = true, .keep_ckpt = 3, .keep_attention = true});
 }
 
 // Attention layers' activations kept on the device (the backward skips their o and q|k|v products): layers 0-2
@@ -410,7 +418,8 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
 }
 
 // The planner under memory budgets (qwen3-4b, 2 x 2048): room to spare keeps every attention layer's activations;
-// a tighter budget keeps fewer; a budget below the plan offloads the checkpoints and keeps nothing.
+// a tighter budget keeps fewer; a budget a little below the plan offloads the first checkpoints only, fewer the
+// more memory there is; a budget far below it offloads them all and keeps nothing.
 TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   TUNE_REQUIRE_CUDA();
   const ModelConfig c = preset_config("qwen3-4b");
@@ -429,8 +438,18 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_TRUE(tight.keep_u);
   const CudaPlanOptions tighter = cuda_plan_options(c, lc, 4096, gib * 98 / 10);
   EXPECT_LE(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
+  const CudaPlanOptions part = cuda_plan_options(c, lc, 4096, gib * 93 / 10);
+  EXPECT_TRUE(part.offload);
+  EXPECT_GT(part.keep_ckpt, 0);
+  EXPECT_EQ(part.keep_mid, 0);
+  EXPECT_TRUE(part.keep_u);
+  const CudaPlanOptions more = cuda_plan_options(c, lc, 4096, gib * 96 / 10);
+  EXPECT_TRUE(more.offload);
+  EXPECT_GT(more.keep_ckpt, part.keep_ckpt);
+  EXPECT_LT(more.keep_ckpt, n + 1);
   const CudaPlanOptions small = cuda_plan_options(c, lc, 4096, 6 * gib);
   EXPECT_TRUE(small.offload);
+  EXPECT_EQ(small.keep_ckpt, 0);
   EXPECT_EQ(small.keep_mid + small.keep_qkv, 0);
   EXPECT_FALSE(small.keep_u);
 }
