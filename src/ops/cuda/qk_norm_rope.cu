@@ -1,5 +1,5 @@
 // qk_norm_rope on CUDA. Head dims 64, 128 and 256 (with a rotary half that splits into a power-of-two number of
-// lanes): a warp per (token, 8 or 4 heads), each head in registers, V = d / 32 elements per lane moved by one vector
+// lanes): a warp per (token, 4 heads), each head in registers, V = d / 32 elements per lane moved by one vector
 // load, rotated across lanes with one shuffle. Other shapes: a warp per (token, head) staged in shared memory,
 // which takes any head dim up to 256 and any rotary split, more slowly. The (cos, sin) table is made once per
 // micro-batch: inv_freq formed on the host in fp32 (as rope.cu), angle = pos * inv_freq in fp32, sincosf at full
@@ -78,32 +78,24 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // Lane l holds elements [l V, l V + V) of a head. A rotary pair (i, i + half), i < half, sits at the same offset
-// in lanes l and l ^ (half / V): half / V is a power of two and l < half / V. Each warp takes H heads of one
-// token, with the token's angles and the q and k norm weights loaded once and all the heads' loads issued before
-// the math. The forward takes 8 heads a warp (4 at d = 256), the backward (twice the registers per head) 4.
-__host__ __device__ constexpr int heads_per_warp(int V, bool bwd) { return bwd || V == 8 ? 4 : 8; }
+// in lanes l and l ^ (half / V): half / V is a power of two and l < half / V. Each warp takes kHeads heads of one
+// token, with the token's angles loaded once and all the heads' loads issued before the math.
+constexpr int kHeads = 4;
 
 template <int V, bool kBwd>
 __global__ void __launch_bounds__(256)
     qk_norm_rope_vec_kernel(QkNormRope p, const bf16* src, int64_t src_stride, const bf16* dy, int64_t dy_stride,
                             bf16* out, int64_t out_stride) {
-  constexpr int d = 32 * V, H = heads_per_warp(V, kBwd);
+  constexpr int d = 32 * V;
   const int lane = threadIdx.x & 31;
-  const int64_t heads = p.nQ + p.nK, groups = (heads + H - 1) / H;
+  const int64_t heads = p.nQ + p.nK, groups = (heads + kHeads - 1) / kHeads;
   const int64_t idx = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (idx >= p.T * groups) return;  // whole warps
-  const int64_t t = idx / groups, h0 = idx % groups * H;
-  const int nh = int(heads - h0 < H ? heads - h0 : H);
+  const int64_t t = idx / groups, h0 = idx % groups * kHeads;
+  const int nh = int(heads - h0 < kHeads ? heads - h0 : kHeads);
   const int half = int(p.rotary_dim / 2), j0 = lane * V;
   const bool rot = j0 < 2 * half, lo = j0 < half;
-  float x[H][V], g[H][V];
-#pragma unroll
-  for (int k = 0; k < H; ++k) {
-    if (k >= nh) break;
-    load_bf16<V>(src + t * src_stride + (h0 + k) * d + j0, x[k]);
-    if (kBwd) load_bf16<V>(dy + t * dy_stride + (h0 + k) * d + j0, g[k]);
-  }
-  float cs[V], sn[V], wq[V], wk[V];
+  float cs[V], sn[V];
   if (rot) {
     const float2* e = reinterpret_cast<const float2*>(p.rope) + t * half + (lo ? j0 : j0 - half);
 #pragma unroll
@@ -113,24 +105,28 @@ __global__ void __launch_bounds__(256)
       sn[i] = kBwd ? -c.y : c.y;
     }
   }
+  float x[kHeads][V], g[kHeads][V];
 #pragma unroll
-  for (int i = 0; i < V; ++i) {
-    wq[i] = wscale(p.wq, j0 + i, p.zero_centered);
-    wk[i] = wscale(p.wk, j0 + i, p.zero_centered);
-  }
-  const bool normed = p.wq != nullptr;  // both or neither
-#pragma unroll
-  for (int k = 0; k < H; ++k) {
+  for (int k = 0; k < kHeads; ++k) {
     if (k >= nh) break;
-    const bool is_q = h0 + k < p.nQ;
-    float ss = 0.0f;
+    load_bf16<V>(src + t * src_stride + (h0 + k) * d + j0, x[k]);
+    if (kBwd) load_bf16<V>(dy + t * dy_stride + (h0 + k) * d + j0, g[k]);
+  }
 #pragma unroll
-    for (int i = 0; i < V; ++i) ss += x[k][i] * x[k][i];
-    const float r = normed ? rsqrtf(warp_sum(ss) / float(d) + p.eps) : 1.0f;
+  for (int k = 0; k < kHeads; ++k) {
+    if (k >= nh) break;
+    const float* w = h0 + k < p.nQ ? p.wq : p.wk;
+    float ws[V], ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      ss += x[k][i] * x[k][i];
+      ws[i] = wscale(w, j0 + i, p.zero_centered);
+    }
+    const float r = w ? rsqrtf(warp_sum(ss) / float(d) + p.eps) : 1.0f;
     // Forward: g = norm(x), then rotate. Backward: g = rotate^-1(dy), then the norm's backward.
     if (!kBwd) {
 #pragma unroll
-      for (int i = 0; i < V; ++i) g[k][i] = x[k][i] * r * (is_q ? wq[i] : wk[i]);
+      for (int i = 0; i < V; ++i) g[k][i] = x[k][i] * r * ws[i];
     }
     float o[V];
 #pragma unroll
@@ -139,14 +135,14 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
       for (int i = 0; i < V; ++i) g[k][i] = lo ? g[k][i] * cs[i] - o[i] * sn[i] : g[k][i] * cs[i] + o[i] * sn[i];
     }
-    if (kBwd && normed) {
+    if (kBwd && w) {
       // dx = r s g - x r^3 / d sum(s g x)
       float dot = 0.0f;
 #pragma unroll
-      for (int i = 0; i < V; ++i) dot += (is_q ? wq[i] : wk[i]) * g[k][i] * x[k][i];
+      for (int i = 0; i < V; ++i) dot += ws[i] * g[k][i] * x[k][i];
       dot = warp_sum(dot) / float(d);
 #pragma unroll
-      for (int i = 0; i < V; ++i) g[k][i] = r * (is_q ? wq[i] : wk[i]) * g[k][i] - x[k][i] * r * r * r * dot;
+      for (int i = 0; i < V; ++i) g[k][i] = r * ws[i] * g[k][i] - x[k][i] * r * r * r * dot;
     }
     store_bf16<V>(out + t * out_stride + (h0 + k) * d + j0, g[k]);
   }
@@ -156,12 +152,11 @@ __global__ void __launch_bounds__(256)
 template <bool kBwd>
 bool launch_vec(const QkNormRope& p, const bf16* src, int64_t src_stride, const bf16* dy, int64_t dy_stride,
                 bf16* out, int64_t out_stride, cudaStream_t stream) {
-  const int64_t V = p.d / 32, half = p.rotary_dim / 2, H = heads_per_warp(int(V), kBwd);
+  const int64_t V = p.d / 32, half = p.rotary_dim / 2;
   if (p.d != 64 && p.d != 128 && p.d != 256) return false;
   if (half < V || half % V != 0 || ((half / V) & (half / V - 1)) != 0) return false;
-  if ((p.wq == nullptr) != (p.wk == nullptr)) return false;
   if (!bf16_vec_fits(int(V), {src, dy, out}, {src_stride, dy_stride, out_stride})) return false;
-  const int64_t warps = p.T * ((p.nQ + p.nK + H - 1) / H);
+  const int64_t warps = p.T * ((p.nQ + p.nK + kHeads - 1) / kHeads);
   const unsigned blocks = unsigned((warps + 7) / 8);
   auto go = [&](auto kernel) {
     kernel<<<blocks, 256, 0, stream>>>(p, src, src_stride, dy, dy_stride, out, out_stride);
