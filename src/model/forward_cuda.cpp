@@ -1475,10 +1475,10 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   o.keep_attention = att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
   // Then, while memory lasts: the o and down LoRA u's (two products over wide inputs saved per 2 T r 2 bytes,
   // worth more than a checkpoint's bus traffic); as few offloaded checkpoints as make the plan fit (the first
-  // layers' ones: each frees its slot beyond the two the offloaded ones rotate through); with every checkpoint on
-  // the device, attention layers' activations: the mixer outputs (one o product saved per T H 2 bytes), then the
-  // q|k|v products (one product per T (nH + 2 nKV) d 2 bytes). Offloading more checkpoints to make room for those
-  // was tried and was slower (bench/RESULTS.md, commit bd1620d).
+  // layers' ones: each frees its slot beyond the two the offloaded ones rotate through); attention layers'
+  // activations: the mixer outputs (one o product saved per T H 2 bytes, a checkpoint's size), then the q|k|v
+  // products (one product per T (nH + 2 nKV) d 2 bytes). Where the bus has room, more checkpoints are offloaded to
+  // make room for those.
   if (usable > 0) {
     const int64_t T = plan.max_T, L1 = c.num_layers + 1, ckpt = T * plan.H * 2;
     int64_t slack = usable - plan.mem.total() - extra;
@@ -1486,14 +1486,35 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     const int64_t u_bytes = (plan.k_att.n + c.num_layers) * T * plan.r * 2;
     o.keep_u = slack + (L1 - 2) * ckpt >= u_bytes;
     if (o.keep_u) slack -= u_bytes;
-    if (slack < 0) {
-      const int64_t n_off = std::min<int64_t>(L1, 2 + (-slack + ckpt - 1) / ckpt);
+    // The bus has room when the forward's copies with every checkpoint offloaded (and the kept mixer outputs)
+    // take no longer than its frozen products: at about 40 GB/s (46 GB/s each way at once was measured on the GPU
+    // machine) against 400 TFLOP/s (those products run at 700 or more there). By this, qwen3-4b x 4096 tokens has
+    // room and qwen3-0.6b x 8192 has not. Measured (bench/RESULTS.md): offloading every checkpoint to keep more
+    // activations made the first 1.6-1.9% faster; offloading all instead of 6 of 29 made the second 3.5% slower.
+    double flops = 0;
+    for (const Layer& ly : plan.layers) {
+      flops += ly.mix == MixerKind::GatedDeltaNet
+                   ? double(plan.H) * double(plan.Ncv + plan.Nzba) + double(plan.Vd) * double(plan.H)
+                   : double(plan.H) * double(ly.ld_in) + double(plan.nH * plan.d) * double(plan.H);
+      flops += 3.0 * double(plan.H) *
+               double(ly.ffn == FfnKind::Moe ? plan.kx * plan.Im + plan.Ish : plan.I);
+    }
+    flops *= 2.0 * double(T);
+    const double bus = double((o.keep_attention ? att_bytes : 0) + L1 * ckpt);
+    const bool bus_room = bus / 40e9 <= flops / 400e12;
+    const int64_t need = slack < 0 ? std::min<int64_t>(L1, 2 + (-slack + ckpt - 1) / ckpt) : 0;
+    const int64_t room = bus_room ? slack + (L1 - 2) * ckpt : need > 0 ? slack + (need - 2) * ckpt : slack;
+    if (room > 0) {
+      const int64_t mid = T * plan.H * 2, qkv = T * plan.ld_qkv * 2;
+      o.keep_mid = std::clamp<int64_t>(room / mid, 0, plan.k_att.n);
+      o.keep_qkv = std::clamp<int64_t>((room - o.keep_mid * mid) / qkv, 0, o.keep_mid);
+    }
+    // Offloaded: what the kept activations need beyond the slack, at least what the plan itself needs.
+    const int64_t over = o.keep_mid * T * plan.H * 2 + o.keep_qkv * T * plan.ld_qkv * 2 - slack;
+    const int64_t n_off = over > 0 ? std::min<int64_t>(L1, 2 + (over + ckpt - 1) / ckpt) : 0;
+    if (n_off > 0) {
       o.offload = true;
       o.keep_ckpt = L1 - n_off;
-    } else {
-      const int64_t mid = T * plan.H * 2, qkv = T * plan.ld_qkv * 2;
-      o.keep_mid = std::clamp<int64_t>(slack / mid, 0, plan.k_att.n);
-      o.keep_qkv = std::clamp<int64_t>((slack - o.keep_mid * mid) / qkv, 0, o.keep_mid);
     }
   }
   return o;

@@ -57,7 +57,8 @@ struct CudaPlanOptions {
 
 // The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload as
 // few checkpoints as make the plan fit; memory to spare keeps the LoRA u's (keep_u), then attention layers'
-// activations (keep_mid, then keep_qkv).
+// activations (keep_mid, then keep_qkv), for which more checkpoints are offloaded where the bus has room beside
+// the layers' products.
 CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
                                   int64_t budget_bytes = 0);
 

@@ -417,9 +417,12 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
           {.keep_attention = true, .keep_mid = 1, .keep_u = true, .grad_tol = kDeltaNetGradTol});
 }
 
-// The planner under memory budgets (qwen3-4b, 2 x 2048): room to spare keeps every attention layer's activations;
-// a tighter budget keeps fewer; a budget a little below the plan offloads the first checkpoints only, fewer the
-// more memory there is; a budget far below it offloads them all and keeps nothing.
+// The planner under memory budgets. qwen3-4b, 2 x 2048 (the bus has room beside its products): room to spare
+// keeps every attention layer's activations on the device with the checkpoints; a tighter budget offloads
+// checkpoints to keep every xmid and some q|k|v products, a tighter one keeps fewer; below the plan's own size
+// every checkpoint goes and xmid fills what is left; far below it nothing is kept. qwen3-0.6b, 4 x 2048 (the bus
+// has no room): a budget a little below the plan offloads the first checkpoints only, fewer the more memory there
+// is, and keeps no activations.
 TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   TUNE_REQUIRE_CUDA();
   const ModelConfig c = preset_config("qwen3-4b");
@@ -432,26 +435,37 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_EQ(roomy.keep_qkv, n);
   EXPECT_TRUE(roomy.keep_u);
   const CudaPlanOptions tight = cuda_plan_options(c, lc, 4096, gib * 104 / 10);
-  EXPECT_FALSE(tight.offload);
-  EXPECT_GT(tight.keep_mid, 0);
+  EXPECT_TRUE(tight.offload);
+  EXPECT_EQ(tight.keep_mid, n);
+  EXPECT_GT(tight.keep_qkv, 0);
   EXPECT_LT(tight.keep_qkv, n);
   EXPECT_TRUE(tight.keep_u);
   const CudaPlanOptions tighter = cuda_plan_options(c, lc, 4096, gib * 98 / 10);
-  EXPECT_LE(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
-  const CudaPlanOptions part = cuda_plan_options(c, lc, 4096, gib * 93 / 10);
-  EXPECT_TRUE(part.offload);
-  EXPECT_GT(part.keep_ckpt, 0);
-  EXPECT_EQ(part.keep_mid, 0);
-  EXPECT_TRUE(part.keep_u);
-  const CudaPlanOptions more = cuda_plan_options(c, lc, 4096, gib * 96 / 10);
-  EXPECT_TRUE(more.offload);
-  EXPECT_GT(more.keep_ckpt, part.keep_ckpt);
-  EXPECT_LT(more.keep_ckpt, n + 1);
+  EXPECT_LT(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
+  const CudaPlanOptions below = cuda_plan_options(c, lc, 4096, gib * 93 / 10);
+  EXPECT_TRUE(below.offload);
+  EXPECT_EQ(below.keep_ckpt, 0);
+  EXPECT_GT(below.keep_mid, 0);
+  EXPECT_EQ(below.keep_qkv, 0);
+  EXPECT_TRUE(below.keep_u);
   const CudaPlanOptions small = cuda_plan_options(c, lc, 4096, 6 * gib);
   EXPECT_TRUE(small.offload);
   EXPECT_EQ(small.keep_ckpt, 0);
   EXPECT_EQ(small.keep_mid + small.keep_qkv, 0);
   EXPECT_FALSE(small.keep_u);
+
+  const ModelConfig c06 = preset_config("qwen3-0.6b");
+  const int64_t n06 = c06.num_layers;
+  const CudaPlanOptions part = cuda_plan_options(c06, lc, 8192, gib * 23 / 10);
+  EXPECT_TRUE(part.offload);
+  EXPECT_GT(part.keep_ckpt, 0);
+  EXPECT_EQ(part.keep_mid, 0);
+  EXPECT_TRUE(part.keep_u);
+  const CudaPlanOptions more = cuda_plan_options(c06, lc, 8192, gib * 26 / 10);
+  EXPECT_TRUE(more.offload);
+  EXPECT_GT(more.keep_ckpt, part.keep_ckpt);
+  EXPECT_LT(more.keep_ckpt, n06 + 1);
+  EXPECT_EQ(more.keep_mid, 0);
 }
 
 // Bad input is refused before anything runs on the device.
