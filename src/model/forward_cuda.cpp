@@ -1476,11 +1476,13 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   // Then, while memory lasts: the o and down LoRA u's (two products over wide inputs saved per 2 T r 2 bytes,
   // worth more than a checkpoint's bus traffic); as few offloaded checkpoints as make the plan fit (the first
   // layers' ones: each frees its slot beyond the two the offloaded ones rotate through); attention layers'
-  // activations: the mixer outputs (one o product saved per T H 2 bytes, a checkpoint's size), then the q|k|v
+  // activations: the mixer outputs (one o product saved per T H 2 bytes), then the q|k|v
   // products (one product per T (nH + 2 nKV) d 2 bytes). Where the bus has room, more checkpoints are offloaded to
   // make room for those.
   if (usable > 0) {
-    const int64_t T = plan.max_T, L1 = c.num_layers + 1, ckpt = T * plan.H * 2;
+    // A checkpoint and an xmid are the same size.
+    const int64_t T = plan.max_T, L1 = c.num_layers + 1, ckpt = T * plan.H * 2, mid = ckpt,
+                  qkv = T * plan.ld_qkv * 2;
     int64_t slack = usable - plan.mem.total() - extra;
     if (o.keep_attention) slack -= T * (plan.nH * (plan.d * 2 + 4) + (plan.k_go.n > 0 ? plan.Vd * 2 : 0));
     const int64_t u_bytes = (plan.k_att.n + c.num_layers) * T * plan.r * 2;
@@ -1505,12 +1507,11 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     const int64_t need = slack < 0 ? std::min<int64_t>(L1, 2 + (-slack + ckpt - 1) / ckpt) : 0;
     const int64_t room = bus_room ? slack + (L1 - 2) * ckpt : need > 0 ? slack + (need - 2) * ckpt : slack;
     if (room > 0) {
-      const int64_t mid = T * plan.H * 2, qkv = T * plan.ld_qkv * 2;
       o.keep_mid = std::clamp<int64_t>(room / mid, 0, plan.k_att.n);
       o.keep_qkv = std::clamp<int64_t>((room - o.keep_mid * mid) / qkv, 0, o.keep_mid);
     }
     // Offloaded: what the kept activations need beyond the slack, at least what the plan itself needs.
-    const int64_t over = o.keep_mid * T * plan.H * 2 + o.keep_qkv * T * plan.ld_qkv * 2 - slack;
+    const int64_t over = o.keep_mid * mid + o.keep_qkv * qkv - slack;
     const int64_t n_off = over > 0 ? std::min<int64_t>(L1, 2 + (over + ckpt - 1) / ckpt) : 0;
     if (n_off > 0) {
       o.offload = true;
