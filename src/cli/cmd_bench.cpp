@@ -123,9 +123,9 @@ int bench_train(int argc, char** argv) {
   if (a.has("--json")) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    const int64_t ckpts = config.num_layers + 1;
-    const std::string off = plan.offload ? ", " + std::to_string(ckpts - std::clamp<int64_t>(plan.keep_ckpt, 0, ckpts)) +
-                                               " of " + std::to_string(ckpts) + " checkpoints offloaded"
+    const int64_t ckpts = config.num_layers + 1;  // the planner keeps keep_ckpt within them
+    const std::string off = plan.offload ? ", " + std::to_string(ckpts - plan.keep_ckpt) + " of " +
+                                               std::to_string(ckpts) + " checkpoints offloaded"
                                          : "";
     std::printf("%s b%lld x %lld, LoRA r%lld: %.0f tokens/s, %.1f ms/step, peak %.2f GiB (planned %.2f%s), first step "
                 "done %.1f s after launch, loss %.4f\n",

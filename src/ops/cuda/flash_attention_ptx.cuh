@@ -1,7 +1,7 @@
 // PTX wrappers and helpers shared by the fused attention kernels (flash_attention.cu, mma.sync; and
 // flash_attention_wgmma.cu, Hopper wgmma): cp.async tile loads, bf16 packing, ex2, the quad reductions over the
-// four lanes that share a row of an MMA fragment, and the backward's query range and per-row staging. Included by those .cu
-// files only; depends on kernel_util.cuh.
+// four lanes that share a row of an MMA fragment, the forward's tile and key range, and the backward's query range
+// and per-row staging. Included by those .cu files only; depends on kernel_util.cuh.
 #pragma once
 
 #include <cstdint>
