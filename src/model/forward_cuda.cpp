@@ -1476,9 +1476,8 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   // Then, while memory lasts: the o and down LoRA u's (two products over wide inputs saved per 2 T r 2 bytes,
   // worth more than a checkpoint's bus traffic); as few offloaded checkpoints as make the plan fit (the first
   // layers' ones: each frees its slot beyond the two the offloaded ones rotate through); attention layers'
-  // activations: the mixer outputs (one o product saved per T H 2 bytes), then the q|k|v
-  // products (one product per T (nH + 2 nKV) d 2 bytes). Where the bus has room, more checkpoints are offloaded to
-  // make room for those.
+  // activations: the mixer outputs (one o product saved per T H 2 bytes), then the q|k|v products (one product per
+  // T (nH + 2 nKV) d 2 bytes). Where the bus has room, more checkpoints are offloaded to make room for those.
   if (usable > 0) {
     // A checkpoint and an xmid are the same size.
     const int64_t T = plan.max_T, L1 = c.num_layers + 1, ckpt = T * plan.H * 2, mid = ckpt,
@@ -1489,10 +1488,11 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     o.keep_u = slack + (L1 - 2) * ckpt >= u_bytes;
     if (o.keep_u) slack -= u_bytes;
     // The bus has room when the forward's copies with every checkpoint offloaded (and the kept mixer outputs)
-    // take no longer than its frozen products: at about 40 GB/s (46 GB/s each way at once was measured on the GPU
-    // machine) against 400 TFLOP/s (those products run at 700 or more there). By this, qwen3-4b x 4096 tokens has
-    // room and qwen3-0.6b x 8192 has not. Measured (bench/RESULTS.md): offloading every checkpoint to keep more
-    // activations made the first 1.6-1.9% faster; offloading all instead of 6 of 29 made the second 3.5% slower.
+    // take no longer than its frozen products: at about 40 GB/s (set under the pinned-copy rate the GPU machine
+    // showed in a diagnostic that bench/RESULTS.md does not record) against 400 TFLOP/s (those products run at 700
+    // or more there, RESULTS.md under d4d3bd3). By this, qwen3-4b x 4096 tokens has room and qwen3-0.6b x 8192
+    // has not. Measured (bench/RESULTS.md): offloading every checkpoint to keep more activations made the first
+    // 1.6-1.9% faster; offloading all instead of 6 of 29 made the second 3.5% slower.
     double flops = 0;
     for (const Layer& ly : plan.layers) {
       flops += ly.mix == MixerKind::GatedDeltaNet
