@@ -1,38 +1,16 @@
-// PTX wrappers and helpers shared by the fused attention kernels (flash_attention.cu, mma.sync; and
-// flash_attention_wgmma.cu, Hopper wgmma): cp.async tile loads, bf16 packing, ex2, the quad reductions over the
-// four lanes that share a row of an MMA fragment, and the backward's query range and per-row staging. Included by those .cu
-// files only; depends on kernel_util.cuh.
+// Helpers shared by the fused attention kernels (flash_attention.cu, mma.sync; and flash_attention_wgmma.cu,
+// Hopper wgmma) beside mma_ptx.cuh's wrappers: ex2, the quad reductions over the four lanes that share a row of an
+// MMA fragment, and the backward's query range and per-row staging. Included by those .cu files only.
 #pragma once
 
 #include <cstdint>
 
 #include "ops/cuda/kernel_util.cuh"
+#include "ops/cuda/mma_ptx.cuh"
 
 namespace tune::cuda::flash {
 
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 (4) bytes global -> shared, asynchronously; zero-filled when !valid (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-// Two floats as bf16x2, `lo` in the low half (the lower column of a fragment).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return uint32_t(__bfloat16_as_ushort(v.x)) | (uint32_t(__bfloat16_as_ushort(v.y)) << 16);
-}
 
 __device__ __forceinline__ float exp2_approx(float x) {  // 2^x; -inf -> 0
   float y;
