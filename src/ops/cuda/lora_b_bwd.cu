@@ -1,0 +1,354 @@
+// lora_b_bwd on CUDA: one kernel reads each part's output gradient once and makes both products with mma.sync
+// (bf16 in, fp32 accumulators); a second adds up the partial sums. cuBLAS would read dy once per product.
+// Main kernel: a CTA per (column block of kCb = max(1, 64 / R) x 128 columns of one part, row split). It walks its
+// rows in chunks of 64 and each chunk's 128-column sub-tiles, through a 4-stage cp.async pipeline of (dy sub-tile
+// (64, 128), u chunk (64, R)); the block's rows of B stay in shared memory. Per sub-tile, warp w (of 4) makes
+//   dB: the sub-tile's columns 32w..32w+31 (two m16 tiles) += dy^T u over the chunk's 64 rows, in registers for the
+//       whole row split (64 fp32 per thread for every R);
+//   du: the chunk's rows 16w..16w+15 += dy B over the sub-tile's 128 columns; after the block's last sub-tile the
+//       chunk's du (summed over this column block) goes to the workspace.
+// and at the end the dB fragments go to the workspace (one slice per row split). The reduce kernel then writes
+// du = s (sum over the target's column blocks) as bf16 and adds s (sum over the row splits) to dB, in a fixed
+// order: the result does not depend on scheduling. Long inputs run in slabs of kSlab rows (bounded workspace).
+// Shared-memory rows are XOR-swizzled by 16-byte chunk, so that ldmatrix's eight row addresses hit distinct banks.
+#include <algorithm>
+#include <stdexcept>
+
+#include "ops/cuda/kernel_util.cuh"
+#include "ops/cuda/mma_ptx.cuh"
+#include "ops/lora_b_bwd.h"
+
+namespace tune::cuda {
+
+namespace {
+
+constexpr int kThreads = 128, kChunk = 64, kSub = 128, kStages = 4;
+constexpr int64_t kSlab = 16384;
+constexpr int kTargetCtas = 256;  // about two per multiprocessor
+
+struct PartArg {
+  const bf16* dy;
+  const bf16* u;
+  const bf16* b;
+  float* db;
+  int64_t rows, row0;  // row0: the part's first row among all parts' rows (the dB workspace's layout)
+  int target, cb0;     // cb0: its first column block
+};
+struct Args {
+  PartArg p[kLoraBMaxParts];
+  int n, n_cb, n_targets, split_rows;
+  int64_t T, ldy, ldu, total_rows;
+  float* gpart;   // (n_cb, T, R): du per column block
+  float* dbpart;  // (splits, total_rows, R): dB per row split
+};
+
+template <int R>
+struct Cfg {
+  static constexpr int kCpr = R / 8;                        // 16-byte chunks in a row of u or B
+  static constexpr int kNsub = R >= 64 ? 1 : 64 / R;        // sub-tiles per column block
+  static constexpr int kCb = kNsub * kSub;                  // columns per block
+  static constexpr int kNt = R / 8;                         // n8 fragments across r
+  static constexpr int kDyBytes = kChunk * kSub * 2, kStageBytes = kDyBytes + kChunk * R * 2;
+  static constexpr int kBBytes = kCb * R * 2;
+  static constexpr int kSmem = kBBytes + kStages * kStageBytes;
+};
+
+// Byte offset of 16-byte chunk c of row n in a tile of R-wide bf16 rows (u, B).
+template <int R>
+__device__ __forceinline__ uint32_t rchunk(int n, int c) {
+  constexpr int cpr = R / 8;
+  return uint32_t(n * R * 2 + ((c ^ ((n / (8 / cpr)) % cpr)) << 4));
+}
+// Byte offset of chunk c (of 16) of row t in a (64, 128) dy sub-tile.
+__device__ __forceinline__ uint32_t ychunk(int t, int c) {
+  return uint32_t(t * 256 + ((c ^ (t & 7)) << 4));
+}
+
+// Rows [t0, t0 + 64) (zeros at or past t_end) of the part's dy columns [c0, c0 + 128) (zeros past its rows) and
+// of its u, into a stage.
+template <int R>
+__device__ __forceinline__ void load_stage(uint32_t s, const PartArg& P, const Args& a, int64_t t0, int64_t t_end,
+                                           int64_t c0) {
+#pragma unroll
+  for (int it = 0; it < kChunk * 16 / kThreads; ++it) {
+    const int i = it * kThreads + int(threadIdx.x), t = i >> 4, c = i & 15;
+    const int64_t row = t0 + t, col = c0 + c * 8;
+    const bool ok = row < t_end && col < P.rows;
+    cp_async16(s + ychunk(t, c), ok ? P.dy + row * a.ldy + col : P.dy, ok);
+  }
+  constexpr int cpr = Cfg<R>::kCpr;
+  for (int i = int(threadIdx.x); i < kChunk * cpr; i += kThreads) {
+    const int t = i / cpr, c = i % cpr;
+    const int64_t row = t0 + t;
+    const bool ok = row < t_end;
+    cp_async16(s + Cfg<R>::kDyBytes + rchunk<R>(t, c), ok ? P.u + row * a.ldu + c * 8 : P.u, ok);
+  }
+}
+
+template <int R>
+__global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_constant__ Args a) {
+  using C = Cfg<R>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int cb = int(blockIdx.x);
+  int pi = 0;
+  while (pi + 1 < a.n && a.p[pi + 1].cb0 <= cb) ++pi;
+  const PartArg& P = a.p[pi];
+  const int64_t c_base = int64_t(cb - P.cb0) * C::kCb;
+  const int64_t left = (P.rows - c_base + kSub - 1) / kSub;
+  const int nsub = left < C::kNsub ? int(left) : C::kNsub;
+  const int64_t t_begin = int64_t(blockIdx.y) * a.split_rows;
+  const int64_t t_end = a.T < t_begin + a.split_rows ? a.T : t_begin + a.split_rows;
+  const int n_tc = int((t_end - t_begin + kChunk - 1) / kChunk), n_units = n_tc * nsub;
+  const uint32_t sB = smem_u32(smem), sS = sB + C::kBBytes;
+  const int tid = int(threadIdx.x), lane = tid & 31, w = tid >> 5, lj = lane >> 3, li = lane & 7;
+
+  // The block's rows of B (zeros past the part's rows) go with the first stage.
+  for (int i = tid; i < C::kCb * C::kCpr; i += kThreads) {
+    const int n = i / C::kCpr, c = i % C::kCpr;
+    const int64_t row = c_base + n;
+    const bool ok = row < P.rows;
+    cp_async16(sB + rchunk<R>(n, c), ok ? P.b + row * R + c * 8 : P.b, ok);
+  }
+  auto load = [&](int k) {  // pipeline unit k (chunk k / nsub, sub-tile k % nsub) into stage k % kStages
+    load_stage<R>(sS + (k % kStages) * C::kStageBytes, P, a, t_begin + int64_t(k / nsub) * kChunk, t_end,
+                  c_base + (k % nsub) * kSub);
+  };
+#pragma unroll
+  for (int k = 0; k < kStages - 1; ++k) {
+    if (k < n_units) load(k);
+    cp_async_commit();
+  }
+
+  float db[C::kNsub][2][C::kNt][4];
+#pragma unroll
+  for (int sb = 0; sb < C::kNsub; ++sb)
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int nt = 0; nt < C::kNt; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) db[sb][mi][nt][e] = 0.0f;
+
+  for (int tc = 0; tc < n_tc; ++tc) {
+    float du[C::kNt][4];
+#pragma unroll
+    for (int nt = 0; nt < C::kNt; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) du[nt][e] = 0.0f;
+#pragma unroll
+    for (int sb = 0; sb < C::kNsub; ++sb) {
+      if (sb >= nsub) continue;  // CTA-uniform
+      const int k = tc * nsub + sb;
+      cp_async_wait<kStages - 2>();
+      __syncthreads();  // unit k has landed; every warp is done with unit k - 1, whose stage the next load takes
+      if (k + kStages - 1 < n_units) load(k + kStages - 1);
+      cp_async_commit();
+      const uint32_t sY = sS + (k % kStages) * C::kStageBytes, sU = sY + C::kDyBytes;
+      // dB (A = dy^T: m the columns, k the rows; B = u) over the chunk's rows, 16 at a time.
+#pragma unroll
+      for (int kt = 0; kt < 4; ++kt) {
+        uint32_t bu[C::kNt][2];
+#pragma unroll
+        for (int q = 0; q < C::kNt / 2; ++q) {
+          uint32_t r4[4];
+          ldsm_x4_t(sU + rchunk<R>(16 * kt + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
+          bu[2 * q][0] = r4[0], bu[2 * q][1] = r4[1], bu[2 * q + 1][0] = r4[2], bu[2 * q + 1][1] = r4[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          uint32_t af[4];
+          ldsm_x4_t(sY + ychunk(16 * kt + (lj >> 1) * 8 + li, (32 * w + 16 * mi) / 8 + (lj & 1)), af);
+#pragma unroll
+          for (int nt = 0; nt < C::kNt; ++nt) mma_bf16(db[sb][mi][nt], af, bu[nt][0], bu[nt][1]);
+        }
+      }
+      // du (A = dy: m the warp's 16 rows, k the columns; B = the block's rows of B) over 128 columns.
+#pragma unroll
+      for (int kn = 0; kn < 8; ++kn) {
+        uint32_t af[4];
+        ldsm_x4(sY + ychunk(16 * w + (lj & 1) * 8 + li, 2 * kn + (lj >> 1)), af);
+#pragma unroll
+        for (int q = 0; q < C::kNt / 2; ++q) {
+          uint32_t r4[4];
+          ldsm_x4_t(sB + rchunk<R>(sb * kSub + 16 * kn + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
+          mma_bf16(du[2 * q], af, r4[0], r4[1]);
+          mma_bf16(du[2 * q + 1], af, r4[2], r4[3]);
+        }
+      }
+    }
+    // The chunk's du over this column block (fragment rows lane / 4 and lane / 4 + 8, columns 2 (lane % 4)).
+    const int64_t t = t_begin + int64_t(tc) * kChunk + 16 * w + (lane >> 2);
+    float* gp = a.gpart + int64_t(cb) * a.T * R;
+#pragma unroll
+    for (int nt = 0; nt < C::kNt; ++nt) {
+      const int col = 8 * nt + 2 * (lane & 3);
+      if (t < t_end) *reinterpret_cast<float2*>(gp + t * R + col) = make_float2(du[nt][0], du[nt][1]);
+      if (t + 8 < t_end) *reinterpret_cast<float2*>(gp + (t + 8) * R + col) = make_float2(du[nt][2], du[nt][3]);
+    }
+  }
+  float* dp = a.dbpart + (int64_t(blockIdx.y) * a.total_rows + P.row0 + c_base) * R;
+#pragma unroll
+  for (int sb = 0; sb < C::kNsub; ++sb) {
+    if (sb >= nsub) continue;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int nt = 0; nt < C::kNt; ++nt) {
+        const int n = sb * kSub + 32 * w + 16 * mi + (lane >> 2), col = 8 * nt + 2 * (lane & 3);
+        if (c_base + n < P.rows)
+          *reinterpret_cast<float2*>(dp + int64_t(n) * R + col) = make_float2(db[sb][mi][nt][0], db[sb][mi][nt][1]);
+        if (c_base + n + 8 < P.rows)
+          *reinterpret_cast<float2*>(dp + int64_t(n + 8) * R + col) =
+              make_float2(db[sb][mi][nt][2], db[sb][mi][nt][3]);
+      }
+  }
+}
+
+// du (T, n_targets R) = s * sum of the target's column blocks, as bf16; then dB += s * sum of the row splits. Four
+// consecutive r values per thread.
+template <int R>
+__global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits, float s, bf16* du, int64_t lddu) {
+  constexpr int Q = R / 4;
+  const int64_t n_du = a.T * a.n_targets * Q, n_db = a.total_rows * Q;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_du + n_db;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    auto add = [&](const float* p) {
+      const float4 v = *reinterpret_cast<const float4*>(p);
+      acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+    };
+    if (i < n_du) {
+      const int64_t t = i / (a.n_targets * Q);
+      const int tg = int(i / Q % a.n_targets), j = int(i % Q) * 4;
+      for (int p = 0; p < a.n; ++p) {
+        if (a.p[p].target != tg) continue;
+        const int n_cb = int((a.p[p].rows + Cfg<R>::kCb - 1) / Cfg<R>::kCb);
+        for (int cb = a.p[p].cb0; cb < a.p[p].cb0 + n_cb; ++cb) add(a.gpart + (int64_t(cb) * a.T + t) * R + j);
+      }
+      uint2 o;
+      o.x = pack_bf16(s * acc.x, s * acc.y);
+      o.y = pack_bf16(s * acc.z, s * acc.w);
+      *reinterpret_cast<uint2*>(du + t * lddu + tg * R + j) = o;
+    } else {
+      const int64_t k = i - n_du, rg = k / Q;
+      const int j = int(k % Q) * 4;
+      int p = 0;
+      while (p + 1 < a.n && a.p[p + 1].row0 <= rg) ++p;
+      for (int sp = 0; sp < splits; ++sp) add(a.dbpart + (int64_t(sp) * a.total_rows + rg) * R + j);
+      float4* d = reinterpret_cast<float4*>(a.p[p].db + (rg - a.p[p].row0) * R + j);
+      float4 v = *d;
+      v.x += s * acc.x, v.y += s * acc.y, v.z += s * acc.z, v.w += s * acc.w;
+      *d = v;
+    }
+  }
+}
+
+int64_t cb_cols(int64_t r) {
+  return r >= 64 ? kSub : 64 / r * kSub;
+}
+
+// Column blocks, rows per split and splits for T rows (a slab) of these parts.
+struct Plan {
+  int n_cb = 0, split_rows = 0, splits = 0;
+  int64_t total_rows = 0;
+};
+Plan plan(int64_t T, int64_t r, const int64_t* rows, int n) {
+  Plan pl;
+  for (int i = 0; i < n; ++i) {
+    pl.n_cb += int((rows[i] + cb_cols(r) - 1) / cb_cols(r));
+    pl.total_rows += rows[i];
+  }
+  const int64_t want = std::clamp<int64_t>((kTargetCtas + pl.n_cb - 1) / pl.n_cb, 1, std::max<int64_t>(1, T / 256));
+  pl.split_rows = int(((T + want - 1) / want + kChunk - 1) / kChunk * kChunk);
+  pl.splits = int((T + pl.split_rows - 1) / pl.split_rows);
+  return pl;
+}
+
+int64_t align256(int64_t b) {
+  return (b + 255) / 256 * 256;
+}
+
+template <int R>
+void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, float s, void* du, int64_t lddu,
+            void* workspace, int64_t workspace_bytes, cudaStream_t st) {
+  static bool attr = false;
+  if (!attr) {
+    CUDA_CHECK(cudaFuncSetAttribute(lora_b_bwd_kernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    Cfg<R>::kSmem));
+    attr = true;
+  }
+  int64_t rows[kLoraBMaxParts];
+  for (int i = 0; i < n; ++i) rows[i] = parts[i].rows;
+  for (int64_t t0 = 0; t0 < T; t0 += kSlab) {
+    const int64_t Ts = std::min(kSlab, T - t0);
+    const Plan pl = plan(Ts, R, rows, n);
+    Args a{};
+    a.n = n;
+    a.n_cb = pl.n_cb;
+    a.split_rows = pl.split_rows;
+    a.T = Ts;
+    a.ldy = ldy;
+    a.ldu = ldu;
+    a.total_rows = pl.total_rows;
+    a.gpart = static_cast<float*>(workspace);
+    a.dbpart = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(int64_t(pl.n_cb) * Ts * R * 4));
+    if (align256(int64_t(pl.n_cb) * Ts * R * 4) + int64_t(pl.splits) * pl.total_rows * R * 4 > workspace_bytes)
+      throw std::logic_error("lora_b_bwd: workspace too small");
+    int cb0 = 0, n_targets = 0;
+    int64_t row0 = 0;
+    for (int i = 0; i < n; ++i) {
+      const LoraBPart& q = parts[i];
+      a.p[i] = {static_cast<const bf16*>(q.dy) + t0 * ldy, static_cast<const bf16*>(q.u) + t0 * ldu,
+                static_cast<const bf16*>(q.b), q.db, q.rows, row0, q.target, cb0};
+      cb0 += int((q.rows + Cfg<R>::kCb - 1) / Cfg<R>::kCb);
+      row0 += q.rows;
+      n_targets = std::max(n_targets, q.target + 1);
+    }
+    a.n_targets = n_targets;
+    lora_b_bwd_kernel<R><<<dim3(unsigned(pl.n_cb), unsigned(pl.splits)), kThreads, Cfg<R>::kSmem, st>>>(a);
+    TUNE_CUDA_LAUNCHED();
+    const int64_t work = Ts * n_targets * (R / 4) + pl.total_rows * (R / 4);
+    lora_b_reduce_kernel<R><<<grid_blocks(work, 256), 256, 0, st>>>(a, pl.splits, s,
+                                                                     static_cast<bf16*>(du) + t0 * lddu, lddu);
+    TUNE_CUDA_LAUNCHED();
+  }
+}
+
+}  // namespace
+
+bool lora_b_bwd_supported(const LoraBPart* parts, int n, int64_t r, int64_t ldy, int64_t ldu, const void* du,
+                          int64_t lddu) {
+  auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if ((r != 16 && r != 32 && r != 64) || n < 1 || n > kLoraBMaxParts || ldy % 8 || ldu % 8 || lddu % 4 ||
+      reinterpret_cast<uintptr_t>(du) % 8)
+    return false;
+  for (int i = 0; i < n; ++i) {
+    const LoraBPart& p = parts[i];
+    if (p.rows <= 0 || p.rows % 8 || !a16(p.dy) || !a16(p.u) || !a16(p.b) || !a16(p.db) || p.target < 0) return false;
+  }
+  return true;
+}
+
+int64_t lora_b_bwd_workspace_bytes(int64_t T, int64_t r, const int64_t* rows, int n) {
+  int64_t bytes = 0;
+  for (const int64_t Ts : {std::min(kSlab, T), T % kSlab}) {  // a full slab and the last one
+    if (Ts <= 0) continue;
+    const Plan pl = plan(Ts, r, rows, n);
+    bytes = std::max(bytes, align256(int64_t(pl.n_cb) * Ts * r * 4) + int64_t(pl.splits) * pl.total_rows * r * 4);
+  }
+  return bytes;
+}
+
+void lora_b_bwd(const LoraBPart* parts, int n, int64_t T, int64_t r, int64_t ldy, int64_t ldu, float s, void* du,
+                int64_t lddu, void* workspace, int64_t workspace_bytes, void* stream) {
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (T <= 0) return;
+  switch (r) {
+    case 16: launch<16>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
+    case 32: launch<32>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
+    case 64: launch<64>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
+    default: throw std::logic_error("lora_b_bwd: r must be 16, 32 or 64");
+  }
+}
+
+}  // namespace tune::cuda
