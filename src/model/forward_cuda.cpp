@@ -45,6 +45,7 @@
 #include "ops/gdn_qkv.h"
 #include "ops/gemm.h"
 #include "ops/lm_head_loss.h"
+#include "ops/lora_b_bwd.h"
 #include "ops/lora_pack.h"
 #include "ops/moe_dispatch.h"
 #include "ops/moe_route.h"
@@ -286,6 +287,8 @@ struct CudaLoraModel::Impl {
   int64_t off_h = 0, off_dh = 0, off_dqk = 0, off_dqkv = 0;
   int64_t off_gy = 0, off_ggo = 0, off_gq = 0, off_gk = 0, off_gv = 0, off_gconv = 0;
   DeviceBuffer fa_ws;
+  // lora_b_bwd's partial sums: the most any group needs (mixer groups over T rows, FFN groups over a chunk).
+  DeviceBuffer lb_ws;
   // lora_pack's segments (device) for the folded groups: n_pack of them, none over pack_elems elements.
   DeviceBuffer pack_segs;
   int64_t n_pack = 0, pack_elems = 0;
@@ -683,7 +686,18 @@ struct CudaLoraModel::Impl {
       cdk = bf(T * nKV * d);
       cdv = bf(T * nKV * d);
     }
-    mem.workspace += fa_ws.bytes + cuda::gemm_workspace_bytes();
+    int64_t lb = 0;
+    for (const Layer& ly : layers)
+      for (const LoraGroup* g : {&ly.in, &ly.in2, &ly.out, &ly.gu, &ly.down}) {
+        std::vector<int64_t> rows;
+        for (const LoraTarget t : g->targets)
+          for (const BPart& p : b_parts(ly.lora[size_t(t)])) rows.push_back(p.rows);
+        if (rows.empty() || rows.size() > size_t(cuda::kLoraBMaxParts)) continue;
+        const int64_t n = g == &ly.gu || g == &ly.down ? C : T;
+        lb = std::max(lb, cuda::lora_b_bwd_workspace_bytes(n, r, rows.data(), int(rows.size())));
+      }
+    lb_ws = dev(lb);
+    mem.workspace += fa_ws.bytes + lb_ws.bytes + cuda::gemm_workspace_bytes();
   }
 
   // ld_v: the row stride of the qkv buffer, whose v columns the attention reads in place.
@@ -783,25 +797,49 @@ struct CudaLoraModel::Impl {
     }
   }
 
+  // A group's B blocks as lora_b_bwd parts (dy, u, B, dB, rows, target), at most kLoraBMaxParts; n = 0 when more.
+  struct BParts {
+    cuda::LoraBPart p[cuda::kLoraBMaxParts];
+    int n = 0;
+  };
+  BParts b_parts_of(const Layer& ly, const LoraGroup& g, const void* dy, const void* u) const {
+    BParts bp;
+    for (int64_t i = 0; i < g.n(); ++i) {
+      const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
+      for (const BPart& p : b_parts(sl)) {
+        if (bp.n == cuda::kLoraBMaxParts) return BParts{};
+        bp.p[bp.n++] = {static_cast<const char*>(dy) + p.col * 2, static_cast<const char*>(u) + i * r * 2,
+                        Ab(sl.b + p.row0 * r), G.as<float>() + sl.b + p.row0 * r, p.rows, int(i)};
+      }
+    }
+    return bp;
+  }
+
   // LoRA backward of a group, given dy (T, ldy) of the fused output, the input a [lda] and the forward's u
-  // (T, n r) [ldu]: dB_t += s dy_t^T u_t, g_t = s dy_t B_t (into gb (T, n r) [ldg]), dA_grp += g^T a.
+  // (T, n r) [ldu]: dB_t += s dy_t^T u_t, g_t = s dy_t B_t (into gb (T, n r) [ldg]), dA_grp += g^T a. The first two
+  // in one pass over dy (lora_b_bwd) where it takes the shapes, else two products per B block.
   void lora_bwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* dy, int64_t ldy, const void* a,
                 int64_t lda, const void* u, int64_t ldu, void* gb, int64_t ldg) {
     if (g.n() == 0) return;
     const int64_t nr = g.n() * r;
     float* Gp = G.as<float>();
-    for (int64_t i = 0; i < g.n(); ++i) {
-      const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
-      float beta = 0.0f;
-      for (const BPart& p : b_parts(sl)) {
-        const void* dyc = static_cast<const char*>(dy) + p.col * 2;
-        float* dB = Gp + sl.b + p.row0 * r;
-        cuda::gemm(p.rows, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, ldu, false},
-                   DType::BF16, 1.0f, dB, dB, r, DType::F32);
-        void* gi = static_cast<char*>(gb) + i * r * 2;
-        cuda::gemm(T, r, p.rows, s, {dyc, ldy, false}, {Ab(sl.b + p.row0 * r), r, false}, DType::BF16, beta,
-                   beta != 0.0f ? gi : nullptr, gi, ldg, DType::BF16);
-        beta = 1.0f;
+    const BParts bp = b_parts_of(ly, g, dy, u);
+    if (bp.n > 0 && cuda::lora_b_bwd_supported(bp.p, bp.n, r, ldy, ldu, gb, ldg)) {
+      cuda::lora_b_bwd(bp.p, bp.n, T, r, ldy, ldu, s, gb, ldg, lb_ws.p, lb_ws.bytes);
+    } else {
+      for (int64_t i = 0; i < g.n(); ++i) {
+        const LoraSlot& sl = ly.lora[size_t(g.targets[size_t(i)])];
+        float beta = 0.0f;
+        for (const BPart& p : b_parts(sl)) {
+          const void* dyc = static_cast<const char*>(dy) + p.col * 2;
+          float* dB = Gp + sl.b + p.row0 * r;
+          cuda::gemm(p.rows, r, T, s, {dyc, ldy, true}, {static_cast<const char*>(u) + i * r * 2, ldu, false},
+                     DType::BF16, 1.0f, dB, dB, r, DType::F32);
+          void* gi = static_cast<char*>(gb) + i * r * 2;
+          cuda::gemm(T, r, p.rows, s, {dyc, ldy, false}, {Ab(sl.b + p.row0 * r), r, false}, DType::BF16, beta,
+                     beta != 0.0f ? gi : nullptr, gi, ldg, DType::BF16);
+          beta = 1.0f;
+        }
       }
     }
     cuda::gemm(nr, g.in, T, 1.0f, {gb, ldg, true}, {a, lda, false}, DType::BF16, 1.0f, Gp + g.a, Gp + g.a, g.in,
