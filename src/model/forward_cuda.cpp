@@ -281,10 +281,10 @@ struct CudaLoraModel::Impl {
   std::vector<int32_t> m_offsets_host;  // m_offsets read back (sized with the plan: no allocation in a step)
   std::vector<int64_t> m_counts;        // rows per expert of the chunk being processed (host)
   int64_t ffn_T = 0;
-  // `region` is shared by phases that never overlap: the FFN (gu, h, dh), the mixer backward and the output
-  // head's workspace. Attention backward: datt at 0, dqk, dqkv. DeltaNet backward: dzba at 0, dY, dGO, dq, dk,
+  // `region` is shared by phases that never overlap: the FFN (gu, and h, whose space dh takes once down's backward
+  // has read h), the mixer backward and the output head's workspace. Attention backward: datt at 0, dqk, dqkv. DeltaNet backward: dzba at 0, dY, dGO, dq, dk,
   // dv, dconv; dproj (T, Ncv) reuses the space from dY once dY .. dv are spent.
-  int64_t off_h = 0, off_dh = 0, off_dqk = 0, off_dqkv = 0;
+  int64_t off_h = 0, off_dqk = 0, off_dqkv = 0;
   int64_t off_gy = 0, off_ggo = 0, off_gq = 0, off_gk = 0, off_gv = 0, off_gconv = 0;
   DeviceBuffer fa_ws;
   // lora_b_bwd's partial sums: the most any group needs (mixer groups over T rows, FFN groups over a chunk).
@@ -301,7 +301,7 @@ struct CudaLoraModel::Impl {
 
   void* gu() const { return region.p; }
   void* h() const { return region.at(off_h); }
-  void* dh() const { return region.at(off_dh); }
+  void* dh() const { return region.at(off_h); }  // (T, I): h (T, ld_h) is spent when it is written
   void* datt() const { return region.p; }
   void* dqk() const { return region.at(off_dqk); }
   void* dqkv() const { return region.at(off_dqkv); }
@@ -656,8 +656,7 @@ struct CudaLoraModel::Impl {
     }
     auto al = [](int64_t b) { return round_up(b, 256); };
     off_h = al(C * ld_gu * 2);
-    off_dh = off_h + al(C * ld_h * 2);
-    const int64_t ffn = off_dh + al(C * I * 2);
+    const int64_t ffn = off_h + al(C * ld_h * 2);
     off_dqk = al(T * nH * d * 2);
     off_dqkv = off_dqk + al(T * Nqk * 2);
     int64_t mixer = off_dqkv + al(T * ld_qkv * 2);
