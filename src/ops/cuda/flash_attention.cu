@@ -132,13 +132,9 @@ __global__ void __launch_bounds__(NW * 32) flash_fwd_kernel(const FwdArgs a) {
   bf16* sK = sQ + BR * LD;                    // (BC, LD)
   bf16* sV = sK + BC * LD;                    // (BC, LD)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-  // Heads vary fastest in launch order and query tiles run backwards: the tiles with the most keys start first.
+  // Heads vary fastest in launch order.
   const int T = a.T, h = blockIdx.x, kh = h / a.group;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * BR;
-  const int q_last = min(q0 + BR, T) - 1;
-  // Keys some row of the tile sees: [doc_start[q0], q_last] (doc_start is non-decreasing).
-  const int kb_first = (a.doc_start ? a.doc_start[q0] : 0) / BC, kb_last = q_last / BC;
-  const int ds_last = a.doc_start ? a.doc_start[q_last] : 0;
+  const auto [q0, kb_first, kb_last, ds_last] = fwd_tile<BR, BC>(a.doc_start, T);
   const bf16* gk = a.k + int64_t(kh) * D;
   const bf16* gv = a.v + int64_t(kh) * D;
 

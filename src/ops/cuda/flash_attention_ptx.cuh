@@ -41,6 +41,19 @@ __device__ __forceinline__ int queries_end(const int* doc_start, int k_last, int
   return lo;
 }
 
+// A forward CTA's query tiles [q0, q0 + BR) (they run backwards in launch order: the tiles with the most keys
+// start first) and the key blocks (BC keys each) some row of it sees, [kb_first, kb_last]: keys
+// [doc_start[q0], last row] (doc_start is non-decreasing). ds_last: the last row's document start (0 for one
+// causal document), for the no-mask test of a key block.
+struct FwdTile {
+  int q0, kb_first, kb_last, ds_last;
+};
+template <int BR, int BC>
+__device__ __forceinline__ FwdTile fwd_tile(const int* doc_start, int T) {
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * BR, q_last = min(q0 + BR, T) - 1;
+  return {q0, (doc_start ? doc_start[q0] : 0) / BC, q_last / BC, doc_start ? doc_start[q_last] : 0};
+}
+
 // Query row t of head h for the backward, into shared memory asynchronously: its lse and dvec ((nH, T) each) and
 // its doc_start (0 for one causal document); a row past T is zero-filled.
 __device__ __forceinline__ void stage_query_row(float* s_lse, float* s_dvec, int* s_ds, const float* lse,

@@ -239,12 +239,9 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Wgmm
   const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid >> 5, 0), wg = warp >> 2,
             wq = warp & 3;
   const int g = lane >> 2, tq = lane & 3;
-  // Heads vary fastest in launch order and query tiles run backwards: the tiles with the most keys start first.
+  // Heads vary fastest in launch order.
   const int T = p.T, h = blockIdx.x, kh = h / p.group;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * kFwdBR;
-  const int q_last = min(q0 + kFwdBR, T) - 1;
-  const int kb_first = (p.doc_start ? p.doc_start[q0] : 0) / kFwdBC, kb_last = q_last / kFwdBC;
-  const int ds_last = p.doc_start ? p.doc_start[q_last] : 0;
+  const auto [q0, kb_first, kb_last, ds_last] = fwd_tile<kFwdBR, kFwdBC>(p.doc_start, T);
   const bf16* gk = p.k + int64_t(kh) * kD;
   const bf16* gv = p.v + int64_t(kh) * kD;
   const uint32_t sQw = sQ + wg * 8192;  // this warpgroup's 64 rows of each column block
