@@ -1,6 +1,6 @@
 // lora_b_bwd on CUDA: one kernel reads each part's output gradient once and makes both products with mma.sync
 // (bf16 in, fp32 accumulators); a second adds up the partial sums. cuBLAS would read dy once per product.
-// Main kernel: a CTA per (column block of kCb = max(1, 64 / R) x 128 columns of one part, row split). It walks its
+// Main kernel: a CTA per (column block of up to kCb = max(1, 64 / R) x 128 columns of one part, row split). It walks its
 // rows in chunks of 64 and each chunk's 128-column sub-tiles, through a 4-stage cp.async pipeline of (dy sub-tile
 // (64, 128), u chunk (64, R)); the block's rows of B stay in shared memory. Per sub-tile, warp w (of 4) makes
 //   dB: the sub-tile's columns 32w..32w+31 (two m16 tiles) += dy^T u over the chunk's 64 rows, in registers for the
@@ -24,7 +24,17 @@ namespace {
 
 constexpr int kThreads = 128, kChunk = 64, kSub = 128, kStages = 4;
 constexpr int64_t kSlab = 16384;
-constexpr int kTargetCtas = 256;  // about two per multiprocessor
+
+// Two CTAs fit on a multiprocessor (shared memory); the grid is sized to fill one such wave of the device.
+int ctas_per_wave() {
+  static const int n = [] {
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      sms = 132;
+    return 2 * sms;
+  }();
+  return n;
+}
 
 struct PartArg {
   const bf16* dy;
@@ -36,7 +46,7 @@ struct PartArg {
 };
 struct Args {
   PartArg p[kLoraBMaxParts];
-  int n, n_cb, n_targets, split_rows;
+  int n, n_cb, n_targets, split_rows, cb_cols;  // cb_cols: columns per block, a multiple of 128 up to kCb
   int64_t T, ldy, ldu, total_rows;
   float* gpart;   // (n_cb, T, R): du per column block
   float* dbpart;  // (splits, total_rows, R): dB per row split
@@ -93,9 +103,9 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
   int pi = 0;
   while (pi + 1 < a.n && a.p[pi + 1].cb0 <= cb) ++pi;
   const PartArg& P = a.p[pi];
-  const int64_t c_base = int64_t(cb - P.cb0) * C::kCb;
+  const int64_t c_base = int64_t(cb - P.cb0) * a.cb_cols;
   const int64_t left = (P.rows - c_base + kSub - 1) / kSub;
-  const int nsub = left < C::kNsub ? int(left) : C::kNsub;
+  const int nsub = left < a.cb_cols / kSub ? int(left) : a.cb_cols / kSub;
   const int64_t t_begin = int64_t(blockIdx.y) * a.split_rows;
   const int64_t t_end = a.T < t_begin + a.split_rows ? a.T : t_begin + a.split_rows;
   const int n_tc = int((t_end - t_begin + kChunk - 1) / kChunk), n_units = n_tc * nsub;
@@ -103,7 +113,7 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
   const int tid = int(threadIdx.x), lane = tid & 31, w = tid >> 5, lj = lane >> 3, li = lane & 7;
 
   // The block's rows of B (zeros past the part's rows) go with the first stage.
-  for (int i = tid; i < C::kCb * C::kCpr; i += kThreads) {
+  for (int i = tid; i < a.cb_cols * C::kCpr; i += kThreads) {
     const int n = i / C::kCpr, c = i % C::kCpr;
     const int64_t row = c_base + n;
     const bool ok = row < P.rows;
@@ -222,7 +232,8 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
       const int tg = int(i / Q % a.n_targets), j = int(i % Q) * 4;
       for (int p = 0; p < a.n; ++p) {
         if (a.p[p].target != tg) continue;
-        const int n_cb = int((a.p[p].rows + Cfg<R>::kCb - 1) / Cfg<R>::kCb);
+        const int n_cb = int((a.p[p].rows + a.cb_cols - 1) / a.cb_cols);
+#pragma unroll 8
         for (int cb = a.p[p].cb0; cb < a.p[p].cb0 + n_cb; ++cb) add(a.gpart + (int64_t(cb) * a.T + t) * R + j);
       }
       uint2 o;
@@ -234,6 +245,7 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
       const int j = int(k % Q) * 4;
       int p = 0;
       while (p + 1 < a.n && a.p[p + 1].row0 <= rg) ++p;
+#pragma unroll 8
       for (int sp = 0; sp < splits; ++sp) add(a.dbpart + (int64_t(sp) * a.total_rows + rg) * R + j);
       float4* d = reinterpret_cast<float4*>(a.p[p].db + (rg - a.p[p].row0) * R + j);
       float4 v = *d;
@@ -243,25 +255,33 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
   }
 }
 
-int64_t cb_cols(int64_t r) {
-  return r >= 64 ? kSub : 64 / r * kSub;
-}
-
-// Column blocks, rows per split and splits for T rows (a slab) of these parts.
+// Columns per block, row splits and rows per split for T rows (a slab) of these parts: the widest blocks (fewest
+// partial sums) whose grid fills at least 85% of the CTA slots of the waves it takes, else the fullest grid. A
+// split has at least two 64-row chunks.
 struct Plan {
-  int n_cb = 0, split_rows = 0, splits = 0;
+  int cb_cols = 0, n_cb = 0, split_rows = 0, splits = 0;
   int64_t total_rows = 0;
 };
 Plan plan(int64_t T, int64_t r, const int64_t* rows, int n) {
-  Plan pl;
-  for (int i = 0; i < n; ++i) {
-    pl.n_cb += int((rows[i] + cb_cols(r) - 1) / cb_cols(r));
-    pl.total_rows += rows[i];
+  const int64_t slots = ctas_per_wave(), widest = r >= 64 ? kSub : 64 / r * kSub;
+  Plan best;
+  double best_fill = -1;
+  for (int64_t cols = widest; cols >= kSub; cols -= kSub) {
+    Plan pl;
+    pl.cb_cols = int(cols);
+    for (int i = 0; i < n; ++i) {
+      pl.n_cb += int((rows[i] + cols - 1) / cols);
+      pl.total_rows += rows[i];
+    }
+    const int64_t want = std::clamp<int64_t>(slots / pl.n_cb, 1, std::max<int64_t>(1, (T + 127) / 128));
+    pl.split_rows = int(((T + want - 1) / want + kChunk - 1) / kChunk * kChunk);
+    pl.splits = int((T + pl.split_rows - 1) / pl.split_rows);
+    const int64_t ctas = int64_t(pl.n_cb) * pl.splits;
+    const double fill = double(ctas) / double((ctas + slots - 1) / slots * slots);
+    if (fill >= 0.85) return pl;
+    if (fill > best_fill) best = pl, best_fill = fill;
   }
-  const int64_t want = std::clamp<int64_t>((kTargetCtas + pl.n_cb - 1) / pl.n_cb, 1, std::max<int64_t>(1, T / 256));
-  pl.split_rows = int(((T + want - 1) / want + kChunk - 1) / kChunk * kChunk);
-  pl.splits = int((T + pl.split_rows - 1) / pl.split_rows);
-  return pl;
+  return best;
 }
 
 int64_t align256(int64_t b) {
@@ -286,6 +306,7 @@ void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, 
     a.n = n;
     a.n_cb = pl.n_cb;
     a.split_rows = pl.split_rows;
+    a.cb_cols = pl.cb_cols;
     a.T = Ts;
     a.ldy = ldy;
     a.ldu = ldu;
@@ -300,7 +321,7 @@ void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, 
       const LoraBPart& q = parts[i];
       a.p[i] = {static_cast<const bf16*>(q.dy) + t0 * ldy, static_cast<const bf16*>(q.u) + t0 * ldu,
                 static_cast<const bf16*>(q.b), q.db, q.rows, row0, q.target, cb0};
-      cb0 += int((q.rows + Cfg<R>::kCb - 1) / Cfg<R>::kCb);
+      cb0 += int((q.rows + pl.cb_cols - 1) / pl.cb_cols);
       row0 += q.rows;
       n_targets = std::max(n_targets, q.target + 1);
     }
