@@ -227,9 +227,9 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
       const float4 v = *reinterpret_cast<const float4*>(p);
       acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
     };
-    if (i < n_du) {
-      const int64_t t = i / (a.n_targets * Q);
-      const int tg = int(i / Q % a.n_targets), j = int(i % Q) * 4;
+    if (i < n_du) {  // target-major: a warp's threads share the target (and so the loops below)
+      const int tg = int(i / (a.T * Q)), j = int(i % Q) * 4;
+      const int64_t t = i / Q % a.T;
       for (int p = 0; p < a.n; ++p) {
         if (a.p[p].target != tg) continue;
         const int n_cb = int((a.p[p].rows + a.cb_cols - 1) / a.cb_cols);
