@@ -1525,9 +1525,9 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     o.keep_u = slack + (L1 - 2) * ckpt >= u_bytes;
     if (o.keep_u) slack -= u_bytes;
     // The bus has room when the forward's copies with every checkpoint offloaded (and the kept mixer outputs)
-    // take no longer than its frozen products: at about 40 GB/s (set under the pinned-copy rate the GPU machine
-    // showed in a diagnostic that bench/RESULTS.md does not record) against 400 TFLOP/s (those products run at 700
-    // or more there, RESULTS.md under d4d3bd3). By this, qwen3-4b x 4096 tokens has room and qwen3-0.6b x 8192
+    // take no longer than its frozen products: at about 40 GB/s (a setting under the pinned-copy rates the GPU
+    // machine measured, 55 GB/s one way and 50 GB/s each way at once, bench/RESULTS.md) against 400 TFLOP/s (those
+    // products run at 700 or more there, RESULTS.md under d4d3bd3). By this, qwen3-4b x 4096 tokens has room and qwen3-0.6b x 8192
     // has not. Measured (bench/RESULTS.md): offloading every checkpoint to keep more activations made the first
     // 1.6-1.9% faster; offloading all instead of 6 of 29 made the second 3.5% slower.
     double flops = 0;
