@@ -30,7 +30,7 @@ struct LoraBPart {
   int64_t rows = 0;
   int target = 0;  // du columns [target r, target r + r)
 };
-// Whether the fused kernel takes these parts (r of 16, 32 or 64; row counts, strides and addresses in whole 16-byte
+// Whether the fused kernel takes these parts (r of 16 or 32; row counts, strides and addresses in whole 16-byte
 // units; at most kLoraBMaxParts). Otherwise the caller makes the products itself.
 bool lora_b_bwd_supported(const LoraBPart* parts, int n, int64_t r, int64_t ldy, int64_t ldu, const void* du,
                           int64_t lddu);

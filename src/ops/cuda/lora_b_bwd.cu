@@ -1,15 +1,15 @@
 // lora_b_bwd on CUDA: one kernel reads each part's output gradient once and makes both products with mma.sync
 // (bf16 in, fp32 accumulators); a second adds up the partial sums. cuBLAS would read dy once per product.
-// Main kernel: a CTA per (column block of up to kCb = max(1, 64 / R) x 128 columns of one part, row split). It walks its
-// rows in chunks of 64 and each chunk's 128-column sub-tiles, through a 4-stage cp.async pipeline of (dy sub-tile
-// (64, 128), u chunk (64, R)); the block's rows of B stay in shared memory. Per sub-tile, warp w (of 4) makes
-//   dB: the sub-tile's columns 32w..32w+31 (two m16 tiles) += dy^T u over the chunk's 64 rows, in registers for the
-//       whole row split (64 fp32 per thread for every R);
-//   du: the chunk's rows 16w..16w+15 += dy B over the sub-tile's 128 columns; after the block's last sub-tile the
-//       chunk's du (summed over this column block) goes to the workspace.
-// and at the end the dB fragments go to the workspace (one slice per row split). The reduce kernel then writes
-// du = s (sum over the target's column blocks) as bf16 and adds s (sum over the row splits) to dB, in a fixed
-// order: the result does not depend on scheduling. Long inputs run in slabs of kSlab rows (bounded workspace).
+// Main kernel: a CTA per (column block of up to kCb = 64 / R x 128 columns of one part, row split). It walks its rows
+// in chunks of 64 and each chunk's 128-column sub-tiles, through a cp.async pipeline of dy sub-tiles (64, 128) (the
+// u chunk (64, R) with the first of a chunk). Warp w (of 4) owns columns 32w..32w+31 of every sub-tile:
+//   dB: those columns (two m16 tiles) += dy^T u over the chunk's rows, in registers for the whole row split;
+//   du: the chunk's 64 rows += dy B over those columns, its B fragments in registers for the whole CTA.
+// After a chunk's last sub-tile the four warps' du meet in shared memory and the chunk's du (summed over this column
+// block) goes to the workspace; at the end the dB fragments go to the workspace (one slice per row split). Per
+// sub-tile and warp: 16 ldmatrix and 32 mma (R 16). The reduce kernel then writes du = s (sum over the target's
+// column blocks) as bf16 and adds s (sum over the row splits) to dB, in a fixed order: the result does not depend
+// on scheduling. Long inputs run in slabs of kSlab rows (bounded workspace).
 // Shared-memory rows are XOR-swizzled by 16-byte chunk, so that ldmatrix's eight row addresses hit distinct banks.
 #include <algorithm>
 #include <stdexcept>
@@ -22,7 +22,7 @@ namespace tune::cuda {
 
 namespace {
 
-constexpr int kThreads = 128, kChunk = 64, kSub = 128, kStages = 4;
+constexpr int kThreads = 128, kChunk = 64, kSub = 128;
 constexpr int64_t kSlab = 16384;
 
 // Two CTAs fit on a multiprocessor (shared memory); the grid is sized to fill one such wave of the device.
@@ -54,13 +54,15 @@ struct Args {
 
 template <int R>
 struct Cfg {
-  static constexpr int kCpr = R / 8;                        // 16-byte chunks in a row of u or B
-  static constexpr int kNsub = R >= 64 ? 1 : 64 / R;        // sub-tiles per column block
-  static constexpr int kCb = kNsub * kSub;                  // columns per block
-  static constexpr int kNt = R / 8;                         // n8 fragments across r
+  static_assert(R == 16 || R == 32, "r of 16 or 32");
+  static constexpr int kCpr = R / 8;              // 16-byte chunks in a row of u or B
+  static constexpr int kNsub = 64 / R;            // sub-tiles per column block
+  static constexpr int kCb = kNsub * kSub;        // columns per block
+  static constexpr int kNt = R / 8;               // n8 fragments across r
+  static constexpr int kStages = R == 16 ? 4 : 3;  // two CTAs still fit on a multiprocessor
   static constexpr int kDyBytes = kChunk * kSub * 2, kStageBytes = kDyBytes + kChunk * R * 2;
-  static constexpr int kBBytes = kCb * R * 2;
-  static constexpr int kSmem = kBBytes + kStages * kStageBytes;
+  static constexpr int kBBytes = kCb * R * 2, kRedBytes = 4 * kChunk * R * 4;  // red: the warps' du (fp32)
+  static constexpr int kSmem = kBBytes + kRedBytes + kStages * kStageBytes;
 };
 
 // Byte offset of 16-byte chunk c of row n in a tile of R-wide bf16 rows (u, B).
@@ -74,11 +76,11 @@ __device__ __forceinline__ uint32_t ychunk(int t, int c) {
   return uint32_t(t * 256 + ((c ^ (t & 7)) << 4));
 }
 
-// Rows [t0, t0 + 64) (zeros at or past t_end) of the part's dy columns [c0, c0 + 128) (zeros past its rows) and
-// of its u, into a stage.
+// Rows [t0, t0 + 64) (zeros at or past t_end) of the part's dy columns [c0, c0 + 128) (zeros past its rows) and,
+// with_u, of its u, into a stage.
 template <int R>
 __device__ __forceinline__ void load_stage(uint32_t s, const PartArg& P, const Args& a, int64_t t0, int64_t t_end,
-                                           int64_t c0) {
+                                           int64_t c0, bool with_u) {
 #pragma unroll
   for (int it = 0; it < kChunk * 16 / kThreads; ++it) {
     const int i = it * kThreads + int(threadIdx.x), t = i >> 4, c = i & 15;
@@ -87,6 +89,7 @@ __device__ __forceinline__ void load_stage(uint32_t s, const PartArg& P, const A
     cp_async16(s + ychunk(t, c), ok ? P.dy + row * a.ldy + col : P.dy, ok);
   }
   constexpr int cpr = Cfg<R>::kCpr;
+  if (!with_u) return;
   for (int i = int(threadIdx.x); i < kChunk * cpr; i += kThreads) {
     const int t = i / cpr, c = i % cpr;
     const int64_t row = t0 + t;
@@ -98,6 +101,7 @@ __device__ __forceinline__ void load_stage(uint32_t s, const PartArg& P, const A
 template <int R>
 __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_constant__ Args a) {
   using C = Cfg<R>;
+  constexpr int kStages = C::kStages, NT = C::kNt;
   extern __shared__ __align__(128) unsigned char smem[];
   const int cb = int(blockIdx.x);
   int pi = 0;
@@ -109,7 +113,8 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
   const int64_t t_begin = int64_t(blockIdx.y) * a.split_rows;
   const int64_t t_end = a.T < t_begin + a.split_rows ? a.T : t_begin + a.split_rows;
   const int n_tc = int((t_end - t_begin + kChunk - 1) / kChunk), n_units = n_tc * nsub;
-  const uint32_t sB = smem_u32(smem), sS = sB + C::kBBytes;
+  const uint32_t sB = smem_u32(smem), sS = sB + C::kBBytes + C::kRedBytes;
+  float* red = reinterpret_cast<float*>(smem + C::kBBytes);  // (4 warps, 64, R)
   const int tid = int(threadIdx.x), lane = tid & 31, w = tid >> 5, lj = lane >> 3, li = lane & 7;
 
   // The block's rows of B (zeros past the part's rows) go with the first stage.
@@ -121,7 +126,7 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
   }
   auto load = [&](int k) {  // pipeline unit k (chunk k / nsub, sub-tile k % nsub) into stage k % kStages
     load_stage<R>(sS + (k % kStages) * C::kStageBytes, P, a, t_begin + int64_t(k / nsub) * kChunk, t_end,
-                  c_base + (k % nsub) * kSub);
+                  c_base + (k % nsub) * kSub, k % nsub == 0);
   };
 #pragma unroll
   for (int k = 0; k < kStages - 1; ++k) {
@@ -129,22 +134,26 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
     cp_async_commit();
   }
 
-  float db[C::kNsub][2][C::kNt][4];
+  float db[C::kNsub][2][NT][4];
 #pragma unroll
   for (int sb = 0; sb < C::kNsub; ++sb)
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-      for (int nt = 0; nt < C::kNt; ++nt)
+      for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) db[sb][mi][nt][e] = 0.0f;
+  uint32_t bb[C::kNsub][2][NT][2];  // B fragments of this warp's columns: per sub-tile, two k16 steps
+  uint32_t bu[4][NT][2];            // u fragments of the current chunk: four k16 steps of rows
 
   for (int tc = 0; tc < n_tc; ++tc) {
-    float du[C::kNt][4];
+    float du[4][NT][4];
 #pragma unroll
-    for (int nt = 0; nt < C::kNt; ++nt)
+    for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) du[nt][e] = 0.0f;
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) du[mt][nt][e] = 0.0f;
 #pragma unroll
     for (int sb = 0; sb < C::kNsub; ++sb) {
       if (sb >= nsub) continue;  // CTA-uniform
@@ -153,47 +162,77 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
       __syncthreads();  // unit k has landed; every warp is done with unit k - 1, whose stage the next load takes
       if (k + kStages - 1 < n_units) load(k + kStages - 1);
       cp_async_commit();
-      const uint32_t sY = sS + (k % kStages) * C::kStageBytes, sU = sY + C::kDyBytes;
-      // dB (A = dy^T: m the columns, k the rows; B = u) over the chunk's rows, 16 at a time.
+      const uint32_t sY = sS + (k % kStages) * C::kStageBytes;
+      if (k == 0) {  // B came with unit 0
 #pragma unroll
-      for (int kt = 0; kt < 4; ++kt) {
-        uint32_t bu[C::kNt][2];
+        for (int s2 = 0; s2 < C::kNsub; ++s2)
 #pragma unroll
-        for (int q = 0; q < C::kNt / 2; ++q) {
-          uint32_t r4[4];
-          ldsm_x4_t(sU + rchunk<R>(16 * kt + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
-          bu[2 * q][0] = r4[0], bu[2 * q][1] = r4[1], bu[2 * q + 1][0] = r4[2], bu[2 * q + 1][1] = r4[3];
-        }
+          for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+            for (int q = 0; q < NT / 2; ++q) {
+              uint32_t r4[4];
+              ldsm_x4_t(sB + rchunk<R>(s2 * kSub + 32 * w + 16 * kk + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
+              bb[s2][kk][2 * q][0] = r4[0], bb[s2][kk][2 * q][1] = r4[1];
+              bb[s2][kk][2 * q + 1][0] = r4[2], bb[s2][kk][2 * q + 1][1] = r4[3];
+            }
+      }
+      if (sb == 0) {  // the chunk's u came with its first sub-tile
+#pragma unroll
+        for (int kt = 0; kt < 4; ++kt)
+#pragma unroll
+          for (int q = 0; q < NT / 2; ++q) {
+            uint32_t r4[4];
+            ldsm_x4_t(sY + C::kDyBytes + rchunk<R>(16 * kt + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
+            bu[kt][2 * q][0] = r4[0], bu[kt][2 * q][1] = r4[1], bu[kt][2 * q + 1][0] = r4[2],
+                                 bu[kt][2 * q + 1][1] = r4[3];
+          }
+      }
+      // dB (A = dy^T: m this warp's columns, k the chunk's rows; B = u).
+#pragma unroll
+      for (int kt = 0; kt < 4; ++kt)
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi) {
           uint32_t af[4];
           ldsm_x4_t(sY + ychunk(16 * kt + (lj >> 1) * 8 + li, (32 * w + 16 * mi) / 8 + (lj & 1)), af);
 #pragma unroll
-          for (int nt = 0; nt < C::kNt; ++nt) mma_bf16(db[sb][mi][nt], af, bu[nt][0], bu[nt][1]);
+          for (int nt = 0; nt < NT; ++nt) mma_bf16(db[sb][mi][nt], af, bu[kt][nt][0], bu[kt][nt][1]);
         }
-      }
-      // du (A = dy: m the warp's 16 rows, k the columns; B = the block's rows of B) over 128 columns.
+      // du (A = dy: m the chunk's rows, k this warp's columns; B = B's rows for them).
 #pragma unroll
-      for (int kn = 0; kn < 8; ++kn) {
-        uint32_t af[4];
-        ldsm_x4(sY + ychunk(16 * w + (lj & 1) * 8 + li, 2 * kn + (lj >> 1)), af);
+      for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-        for (int q = 0; q < C::kNt / 2; ++q) {
-          uint32_t r4[4];
-          ldsm_x4_t(sB + rchunk<R>(sb * kSub + 16 * kn + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
-          mma_bf16(du[2 * q], af, r4[0], r4[1]);
-          mma_bf16(du[2 * q + 1], af, r4[2], r4[3]);
+        for (int kk = 0; kk < 2; ++kk) {
+          uint32_t af[4];
+          ldsm_x4(sY + ychunk(16 * mt + (lj & 1) * 8 + li, (32 * w + 16 * kk) / 8 + (lj >> 1)), af);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) mma_bf16(du[mt][nt], af, bb[sb][kk][nt][0], bb[sb][kk][nt][1]);
         }
-      }
     }
-    // The chunk's du over this column block (fragment rows lane / 4 and lane / 4 + 8, columns 2 (lane % 4)).
-    const int64_t t = t_begin + int64_t(tc) * kChunk + 16 * w + (lane >> 2);
-    float* gp = a.gpart + int64_t(cb) * a.T * R;
+    // The four warps' du (fragment rows lane / 4 and lane / 4 + 8, columns 2 (lane % 4)) meet in shared memory;
+    // the next write to it comes after the next unit's barrier.
+    float* rw = red + w * kChunk * R;
 #pragma unroll
-    for (int nt = 0; nt < C::kNt; ++nt) {
-      const int col = 8 * nt + 2 * (lane & 3);
-      if (t < t_end) *reinterpret_cast<float2*>(gp + t * R + col) = make_float2(du[nt][0], du[nt][1]);
-      if (t + 8 < t_end) *reinterpret_cast<float2*>(gp + (t + 8) * R + col) = make_float2(du[nt][2], du[nt][3]);
+    for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const int t = 16 * mt + (lane >> 2), col = 8 * nt + 2 * (lane & 3);
+        *reinterpret_cast<float2*>(rw + t * R + col) = make_float2(du[mt][nt][0], du[mt][nt][1]);
+        *reinterpret_cast<float2*>(rw + (t + 8) * R + col) = make_float2(du[mt][nt][2], du[mt][nt][3]);
+      }
+    __syncthreads();
+    float* gp = a.gpart + int64_t(cb) * a.T * R;
+    const int64_t t0 = t_begin + int64_t(tc) * kChunk;
+#pragma unroll
+    for (int e = 0; e < kChunk * R / 4 / kThreads; ++e) {
+      const int i = e * kThreads + tid, t = i / (R / 4), j = i % (R / 4) * 4;
+      if (t0 + t >= t_end) continue;
+      float4 v = *reinterpret_cast<const float4*>(red + t * R + j);
+#pragma unroll
+      for (int ww = 1; ww < 4; ++ww) {
+        const float4 x = *reinterpret_cast<const float4*>(red + (ww * kChunk + t) * R + j);
+        v.x += x.x, v.y += x.y, v.z += x.z, v.w += x.w;
+      }
+      *reinterpret_cast<float4*>(gp + (t0 + t) * R + j) = v;
     }
   }
   float* dp = a.dbpart + (int64_t(blockIdx.y) * a.total_rows + P.row0 + c_base) * R;
@@ -203,7 +242,7 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-      for (int nt = 0; nt < C::kNt; ++nt) {
+      for (int nt = 0; nt < NT; ++nt) {
         const int n = sb * kSub + 32 * w + 16 * mi + (lane >> 2), col = 8 * nt + 2 * (lane & 3);
         if (c_base + n < P.rows)
           *reinterpret_cast<float2*>(dp + int64_t(n) * R + col) = make_float2(db[sb][mi][nt][0], db[sb][mi][nt][1]);
@@ -256,14 +295,14 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
 }
 
 // Columns per block, row splits and rows per split for T rows (a slab) of these parts: the widest blocks (fewest
-// partial sums) whose grid fills at least 85% of the CTA slots of the waves it takes, else the fullest grid. A
+// partial sums) whose grid fills at least 95% of the CTA slots of the waves it takes, else the fullest grid. A
 // split has at least two 64-row chunks.
 struct Plan {
   int cb_cols = 0, n_cb = 0, split_rows = 0, splits = 0;
   int64_t total_rows = 0;
 };
 Plan plan(int64_t T, int64_t r, const int64_t* rows, int n) {
-  const int64_t slots = ctas_per_wave(), widest = r >= 64 ? kSub : 64 / r * kSub;
+  const int64_t slots = ctas_per_wave(), widest = 64 / r * kSub;
   Plan best;
   double best_fill = -1;
   for (int64_t cols = widest; cols >= kSub; cols -= kSub) {
@@ -278,7 +317,7 @@ Plan plan(int64_t T, int64_t r, const int64_t* rows, int n) {
     pl.splits = int((T + pl.split_rows - 1) / pl.split_rows);
     const int64_t ctas = int64_t(pl.n_cb) * pl.splits;
     const double fill = double(ctas) / double((ctas + slots - 1) / slots * slots);
-    if (fill >= 0.85) return pl;
+    if (fill >= 0.95) return pl;
     if (fill > best_fill) best = pl, best_fill = fill;
   }
   return best;
@@ -340,7 +379,7 @@ void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, 
 bool lora_b_bwd_supported(const LoraBPart* parts, int n, int64_t r, int64_t ldy, int64_t ldu, const void* du,
                           int64_t lddu) {
   auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if ((r != 16 && r != 32 && r != 64) || n < 1 || n > kLoraBMaxParts || ldy % 8 || ldu % 8 || lddu % 4 ||
+  if ((r != 16 && r != 32) || n < 1 || n > kLoraBMaxParts || ldy % 8 || ldu % 8 || lddu % 4 ||
       reinterpret_cast<uintptr_t>(du) % 8)
     return false;
   for (int i = 0; i < n; ++i) {
@@ -367,8 +406,7 @@ void lora_b_bwd(const LoraBPart* parts, int n, int64_t T, int64_t r, int64_t ldy
   switch (r) {
     case 16: launch<16>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
     case 32: launch<32>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
-    case 64: launch<64>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
-    default: throw std::logic_error("lora_b_bwd: r must be 16, 32 or 64");
+    default: throw std::logic_error("lora_b_bwd: r must be 16 or 32");
   }
 }
 
