@@ -1,8 +1,8 @@
-// A CUPTI activity tracer for any CUDA program, loaded with CUDA_INJECTION64_PATH=path/to/libkernel_trace.so: it
-// writes one tab-separated line per kernel, copy and memset the program ran, with the device's start and end
-// timestamps (ns), to $KERNEL_TRACE_OUT (default kernel_trace.tsv). Unlike ncu, which replays kernels one at a
-// time, this sees them as they run in the program, at its clocks and power draw. bench/kernel_trace.py sums a
-// trace per kernel and per step.
+// A CUPTI activity tracer for any CUDA program, loaded with CUDA_INJECTION64_PATH=path/to/libkernel_trace.so:
+// it writes one tab-separated line per kernel, copy and memset the program ran, with the device's start and
+// end timestamps (ns), to $KERNEL_TRACE_OUT (default kernel_trace.tsv). Unlike ncu, which replays kernels one
+// at a time, this sees them as they run in the program, at its clocks and power draw. bench/kernel_trace.py
+// sums a trace per kernel and per step.
 //   K  start  end  stream  grid(x,y,z)  block_x  name
 //   M  start  end  stream  copy_kind  bytes
 //   S  start  end  stream  bytes
@@ -33,8 +33,9 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buf, size_t, size_t
                    (unsigned long long)k->end, k->streamId, k->gridX, k->gridY, k->gridZ, k->blockX, k->name);
     } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
       const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(rec);
-      std::fprintf(out, "M\t%llu\t%llu\t%u\t%u\t%llu\n", (unsigned long long)m->start, (unsigned long long)m->end,
-                   m->streamId, unsigned(m->copyKind), (unsigned long long)m->bytes);
+      std::fprintf(out, "M\t%llu\t%llu\t%u\t%u\t%llu\n", (unsigned long long)m->start,
+                   (unsigned long long)m->end, m->streamId, unsigned(m->copyKind),
+                   (unsigned long long)m->bytes);
     } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET) {
       const auto* m = reinterpret_cast<const CUpti_ActivityMemset4*>(rec);
       std::fprintf(out, "S\t%llu\t%llu\t%u\t%llu\n", (unsigned long long)m->start, (unsigned long long)m->end,

@@ -282,8 +282,9 @@ struct CudaLoraModel::Impl {
   std::vector<int64_t> m_counts;        // rows per expert of the chunk being processed (host)
   int64_t ffn_T = 0;
   // `region` is shared by phases that never overlap: the FFN (gu, and h, whose space dh takes once down's backward
-  // has read h), the mixer backward and the output head's workspace. Attention backward: datt at 0, dqk, dqkv. DeltaNet backward: dzba at 0, dY, dGO, dq, dk,
-  // dv, dconv; dproj (T, Ncv) reuses the space from dY once dY .. dv are spent.
+  // has read h), the mixer backward and the output head's workspace. Attention backward: datt at 0, dqk, dqkv.
+  // DeltaNet backward: dzba at 0, dY, dGO, dq, dk, dv, dconv; dproj (T, Ncv) reuses the space from dY once dY .. dv
+  // are spent.
   int64_t off_h = 0, off_dqk = 0, off_dqkv = 0;
   int64_t off_gy = 0, off_ggo = 0, off_gq = 0, off_gk = 0, off_gv = 0, off_gconv = 0;
   DeviceBuffer fa_ws;
@@ -1527,9 +1528,9 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     // The bus has room when the forward's copies with every checkpoint offloaded (and the kept mixer outputs)
     // take no longer than its frozen products: at about 40 GB/s (a setting under the pinned-copy rates the GPU
     // machine measured, 55 GB/s one way and 50 GB/s each way at once, bench/RESULTS.md) against 400 TFLOP/s (those
-    // products run at 700 or more there, RESULTS.md under d4d3bd3). By this, qwen3-4b x 4096 tokens has room and qwen3-0.6b x 8192
-    // has not. Measured (bench/RESULTS.md): offloading every checkpoint to keep more activations made the first
-    // 1.6-1.9% faster; offloading all instead of 6 of 29 made the second 3.5% slower.
+    // products run at 700 or more there, RESULTS.md under d4d3bd3). By this, qwen3-4b x 4096 tokens has room and
+    // qwen3-0.6b x 8192 has not. Measured (bench/RESULTS.md): offloading every checkpoint to keep more activations
+    // made the first 1.6-1.9% faster; offloading all instead of 6 of 29 made the second 3.5% slower.
     double flops = 0;
     for (const Layer& ly : plan.layers) {
       flops += ly.mix == MixerKind::GatedDeltaNet

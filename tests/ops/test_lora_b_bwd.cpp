@@ -1,5 +1,5 @@
-// lora_b_bwd on the CPU: dB and du against central differences of L = sum(G * y), y = s u B^T (strided dy and u),
-// and the accumulation rules (dB +=, du overwritten or added to).
+// lora_b_bwd on the CPU: dB and du against central differences of L = sum(G * y), y = s u B^T (strided dy and
+// u), and the accumulation rules (dB +=, du overwritten or added to).
 #include "grad_check.h"
 #include "ops/lora_b_bwd.h"
 

@@ -1,8 +1,8 @@
-// lora_b_bwd on CUDA against the CPU reference in double (bf16 operands, so the reference sees what the kernel
-// sees): several targets in one call, a target split into two parts (its du is their sum), row counts that are
-// not multiples of the kernel's 128-column sub-tiles, T not a multiple of its 64-row chunks, several row splits
-// and column blocks, more rows than one slab, r of 16 and 32. dB accumulates onto what was there; du's other
-// columns are left as they were.
+// lora_b_bwd on CUDA against the CPU reference in double (bf16 operands, so the reference sees what the
+// kernel sees): several targets in one call, a target split into two parts (its du is their sum), row counts
+// that are not multiples of the kernel's 128-column sub-tiles, T not a multiple of its 64-row chunks, several
+// row splits and column blocks, more rows than one slab, r of 16 and 32. dB accumulates onto what was there;
+// du's other columns are left as they were.
 #include <cmath>
 
 #include "cuda_test_util.h"
@@ -35,7 +35,8 @@ TEST(LoraBBwdCuda, MatchesCpuReference) {
     for (const Part& p : c.parts) n_targets = std::max(n_targets, p.target + 1);
     const int64_t T = c.T, r = c.r, ldu = n_targets * r + 8, lddu = n_targets * r + 4;
     SCOPED_TRACE(testing::Message() << "T " << T << " r " << r << " parts " << c.parts.size());
-    const Tensor dy = test::rounded(test::randn({T, c.ldy}, 1), bf), u = test::rounded(test::randn({T, ldu}, 2), bf);
+    const Tensor dy = test::rounded(test::randn({T, c.ldy}, 1), bf),
+                 u = test::rounded(test::randn({T, ldu}, 2), bf);
     const Tensor du0 = test::rounded(test::randn({T, lddu}, 3), bf);
     std::vector<Tensor> b, db0;
     for (size_t i = 0; i < c.parts.size(); ++i) {
@@ -51,16 +52,18 @@ TEST(LoraBBwdCuda, MatchesCpuReference) {
       bc.push_back(test::on_cuda(b[i], bf));
       dbc.push_back(test::on_cuda(db0[i], DType::F32));
       parts.push_back({static_cast<const char*>(dyc.data()) + p.col * 2,
-                       static_cast<const char*>(uc.data()) + p.target * r * 2, bc[i].data(), dbc[i].ptr<float>(),
-                       p.rows, p.target});
+                       static_cast<const char*>(uc.data()) + p.target * r * 2, bc[i].data(),
+                       dbc[i].ptr<float>(), p.rows, p.target});
       rows.push_back(p.rows);
     }
     ASSERT_TRUE(cuda::lora_b_bwd_supported(parts.data(), int(parts.size()), r, c.ldy, ldu, duc.data(), lddu));
     const int64_t ws_bytes = cuda::lora_b_bwd_workspace_bytes(T, r, rows.data(), int(rows.size()));
     const Tensor ws = Tensor::empty(DType::U8, {ws_bytes}, Device::CUDA);
-    cuda::lora_b_bwd(parts.data(), int(parts.size()), T, r, c.ldy, ldu, s, duc.data(), lddu, ws.data(), ws_bytes);
+    cuda::lora_b_bwd(parts.data(), int(parts.size()), T, r, c.ldy, ldu, s, duc.data(), lddu, ws.data(),
+                     ws_bytes);
 
-    // The reference: per part, dB += and du of its target (the first part of a target overwrites, the next adds).
+    // The reference: per part, dB += and du of its target (the first part of a target overwrites, the next
+    // adds).
     const std::vector<double> dyd = test::doubles(dy), ud = test::doubles(u);
     std::vector<double> du_ref = test::doubles(du0);
     std::vector<bool> seen(size_t(n_targets), false);
@@ -76,15 +79,18 @@ TEST(LoraBBwdCuda, MatchesCpuReference) {
       test::expect_all_close("dB", dbc[i], db_ref, 1e-5 * std::sqrt(double(T)), 1e-5);
     }
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t j = 0; j < n_targets * r; ++j) du_rms += du_ref[size_t(t * lddu + j)] * du_ref[size_t(t * lddu + j)];
+      for (int64_t j = 0; j < n_targets * r; ++j)
+        du_rms += du_ref[size_t(t * lddu + j)] * du_ref[size_t(t * lddu + j)];
     du_rms = std::sqrt(du_rms / double(T * n_targets * r));
-    // du is stored as bf16: one rounding (kBf16Rtol), and near-zero sums within a small share of its scale. The
-    // columns past n_targets r keep du0's values exactly.
+    // du is stored as bf16: one rounding (kBf16Rtol), and near-zero sums within a small share of its scale.
+    // The columns past n_targets r keep du0's values exactly.
     test::expect_all_close("du", duc, du_ref, 1e-3 * du_rms, test::kBf16Rtol);
   }
 }
 #else
-TEST(LoraBBwdCuda, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA"; }
+TEST(LoraBBwdCuda, BuiltWithoutCuda) {
+  GTEST_SKIP() << "built without CUDA";
+}
 #endif
 
 }  // namespace tune

@@ -1,16 +1,18 @@
 // lora_b_bwd on CUDA: one kernel reads each part's output gradient once and makes both products with mma.sync
 // (bf16 in, fp32 accumulators); a second adds up the partial sums. cuBLAS would read dy once per product.
-// Main kernel: a CTA per (column block of up to kCb = 64 / R x 128 columns of one part, row split). It walks its rows
-// in chunks of 64 and each chunk's 128-column sub-tiles, through a cp.async pipeline of dy sub-tiles (64, 128) (the
-// u chunk (64, R) with the first of a chunk). Warp w (of 4) owns columns 32w..32w+31 of every sub-tile:
+// Main kernel: a CTA per (column block of up to kCb = 64 / R x 128 columns of one part, row split). It walks
+// its rows in chunks of 64 and each chunk's 128-column sub-tiles, through a cp.async pipeline of dy sub-tiles
+// (64, 128) (the u chunk (64, R) with the first of a chunk). Warp w (of 4) owns columns 32w..32w+31 of every
+// sub-tile:
 //   dB: those columns (two m16 tiles) += dy^T u over the chunk's rows, in registers for the whole row split;
 //   du: the chunk's 64 rows += dy B over those columns, its B fragments in registers for the whole CTA.
-// After a chunk's last sub-tile the four warps' du meet in shared memory and the chunk's du (summed over this column
-// block) goes to the workspace; at the end the dB fragments go to the workspace (one slice per row split). Per
-// sub-tile and warp: 16 ldmatrix and 32 mma (R 16). The reduce kernel then writes du = s (sum over the target's
-// column blocks) as bf16 and adds s (sum over the row splits) to dB, in a fixed order: the result does not depend
-// on scheduling. Long inputs run in slabs of kSlab rows (bounded workspace).
-// Shared-memory rows are XOR-swizzled by 16-byte chunk, so that ldmatrix's eight row addresses hit distinct banks.
+// After a chunk's last sub-tile the four warps' du meet in shared memory and the chunk's du (summed over this
+// column block) goes to the workspace; at the end the dB fragments go to the workspace (one slice per row
+// split). Per sub-tile and warp: 16 ldmatrix and 32 mma (R 16). The reduce kernel then writes du = s (sum
+// over the target's column blocks) as bf16 and adds s (sum over the row splits) to dB, in a fixed order: the
+// result does not depend on scheduling. Long inputs run in slabs of kSlab rows (bounded workspace).
+// Shared-memory rows are XOR-swizzled by 16-byte chunk, so that ldmatrix's eight row addresses hit distinct
+// banks.
 #include <algorithm>
 #include <stdexcept>
 
@@ -29,7 +31,8 @@ constexpr int64_t kSlab = 16384;
 int ctas_per_wave() {
   static const int n = [] {
     int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
       sms = 132;
     return 2 * sms;
   }();
@@ -55,10 +58,10 @@ struct Args {
 template <int R>
 struct Cfg {
   static_assert(R == 16 || R == 32, "r of 16 or 32");
-  static constexpr int kCpr = R / 8;              // 16-byte chunks in a row of u or B
-  static constexpr int kNsub = 64 / R;            // sub-tiles per column block
-  static constexpr int kCb = kNsub * kSub;        // columns per block
-  static constexpr int kNt = R / 8;               // n8 fragments across r
+  static constexpr int kCpr = R / 8;               // 16-byte chunks in a row of u or B
+  static constexpr int kNsub = 64 / R;             // sub-tiles per column block
+  static constexpr int kCb = kNsub * kSub;         // columns per block
+  static constexpr int kNt = R / 8;                // n8 fragments across r
   static constexpr int kStages = R == 16 ? 4 : 3;  // two CTAs still fit on a multiprocessor
   static constexpr int kDyBytes = kChunk * kSub * 2, kStageBytes = kDyBytes + kChunk * R * 2;
   static constexpr int kBBytes = kCb * R * 2, kRedBytes = 4 * kChunk * R * 4;  // red: the warps' du (fp32)
@@ -76,11 +79,11 @@ __device__ __forceinline__ uint32_t ychunk(int t, int c) {
   return uint32_t(t * 256 + ((c ^ (t & 7)) << 4));
 }
 
-// Rows [t0, t0 + 64) (zeros at or past t_end) of the part's dy columns [c0, c0 + 128) (zeros past its rows) and,
-// with_u, of its u, into a stage.
+// Rows [t0, t0 + 64) (zeros at or past t_end) of the part's dy columns [c0, c0 + 128) (zeros past its rows)
+// and, with_u, of its u, into a stage.
 template <int R>
-__device__ __forceinline__ void load_stage(uint32_t s, const PartArg& P, const Args& a, int64_t t0, int64_t t_end,
-                                           int64_t c0, bool with_u) {
+__device__ __forceinline__ void load_stage(uint32_t s, const PartArg& P, const Args& a, int64_t t0,
+                                           int64_t t_end, int64_t c0, bool with_u) {
 #pragma unroll
   for (int it = 0; it < kChunk * 16 / kThreads; ++it) {
     const int i = it * kThreads + int(threadIdx.x), t = i >> 4, c = i & 15;
@@ -159,7 +162,8 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
       if (sb >= nsub) continue;  // CTA-uniform
       const int k = tc * nsub + sb;
       cp_async_wait<kStages - 2>();
-      __syncthreads();  // unit k has landed; every warp is done with unit k - 1, whose stage the next load takes
+      __syncthreads();  // unit k has landed; every warp is done with unit k - 1, whose stage the next load
+                        // takes
       if (k + kStages - 1 < n_units) load(k + kStages - 1);
       cp_async_commit();
       const uint32_t sY = sS + (k % kStages) * C::kStageBytes;
@@ -171,7 +175,8 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
 #pragma unroll
             for (int q = 0; q < NT / 2; ++q) {
               uint32_t r4[4];
-              ldsm_x4_t(sB + rchunk<R>(s2 * kSub + 32 * w + 16 * kk + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
+              ldsm_x4_t(sB + rchunk<R>(s2 * kSub + 32 * w + 16 * kk + (lj & 1) * 8 + li, 2 * q + (lj >> 1)),
+                        r4);
               bb[s2][kk][2 * q][0] = r4[0], bb[s2][kk][2 * q][1] = r4[1];
               bb[s2][kk][2 * q + 1][0] = r4[2], bb[s2][kk][2 * q + 1][1] = r4[3];
             }
@@ -184,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
             uint32_t r4[4];
             ldsm_x4_t(sY + C::kDyBytes + rchunk<R>(16 * kt + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
             bu[kt][2 * q][0] = r4[0], bu[kt][2 * q][1] = r4[1], bu[kt][2 * q + 1][0] = r4[2],
-                                 bu[kt][2 * q + 1][1] = r4[3];
+                       bu[kt][2 * q + 1][1] = r4[3];
           }
       }
       // dB (A = dy^T: m this warp's columns, k the chunk's rows; B = u).
@@ -197,7 +202,7 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) mma_bf16(db[sb][mi][nt], af, bu[kt][nt][0], bu[kt][nt][1]);
         }
-      // du (A = dy: m the chunk's rows, k this warp's columns; B = B's rows for them).
+        // du (A = dy: m the chunk's rows, k this warp's columns; B = B's rows for them).
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
@@ -208,8 +213,8 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
           for (int nt = 0; nt < NT; ++nt) mma_bf16(du[mt][nt], af, bb[sb][kk][nt][0], bb[sb][kk][nt][1]);
         }
     }
-    // The four warps' du (fragment rows lane / 4 and lane / 4 + 8, columns 2 (lane % 4)) meet in shared memory;
-    // the next write to it comes after the next unit's barrier.
+    // The four warps' du (fragment rows lane / 4 and lane / 4 + 8, columns 2 (lane % 4)) meet in shared
+    // memory; the next write to it comes after the next unit's barrier.
     float* rw = red + w * kChunk * R;
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
@@ -245,7 +250,8 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
       for (int nt = 0; nt < NT; ++nt) {
         const int n = sb * kSub + 32 * w + 16 * mi + (lane >> 2), col = 8 * nt + 2 * (lane & 3);
         if (c_base + n < P.rows)
-          *reinterpret_cast<float2*>(dp + int64_t(n) * R + col) = make_float2(db[sb][mi][nt][0], db[sb][mi][nt][1]);
+          *reinterpret_cast<float2*>(dp + int64_t(n) * R + col) =
+              make_float2(db[sb][mi][nt][0], db[sb][mi][nt][1]);
         if (c_base + n + 8 < P.rows)
           *reinterpret_cast<float2*>(dp + int64_t(n + 8) * R + col) =
               make_float2(db[sb][mi][nt][2], db[sb][mi][nt][3]);
@@ -253,10 +259,11 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
   }
 }
 
-// du (T, n_targets R) = s * sum of the target's column blocks, as bf16; then dB += s * sum of the row splits. Four
-// consecutive r values per thread.
+// du (T, n_targets R) = s * sum of the target's column blocks, as bf16; then dB += s * sum of the row splits.
+// Four consecutive r values per thread.
 template <int R>
-__global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits, float s, bf16* du, int64_t lddu) {
+__global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits, float s, bf16* du,
+                                     int64_t lddu) {
   constexpr int Q = R / 4;
   const int64_t n_du = a.T * a.n_targets * Q, n_db = a.total_rows * Q;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_du + n_db;
@@ -273,7 +280,8 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
         if (a.p[p].target != tg) continue;
         const int n_cb = int((a.p[p].rows + a.cb_cols - 1) / a.cb_cols);
 #pragma unroll 8
-        for (int cb = a.p[p].cb0; cb < a.p[p].cb0 + n_cb; ++cb) add(a.gpart + (int64_t(cb) * a.T + t) * R + j);
+        for (int cb = a.p[p].cb0; cb < a.p[p].cb0 + n_cb; ++cb)
+          add(a.gpart + (int64_t(cb) * a.T + t) * R + j);
       }
       uint2 o;
       o.x = pack_bf16(s * acc.x, s * acc.y);
@@ -294,9 +302,9 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
   }
 }
 
-// Columns per block, row splits and rows per split for T rows (a slab) of these parts: the widest blocks (fewest
-// partial sums) whose grid fills at least 95% of the CTA slots of the waves it takes, else the fullest grid. A
-// split has at least two 64-row chunks.
+// Columns per block, row splits and rows per split for T rows (a slab) of these parts: the widest blocks
+// (fewest partial sums) whose grid fills at least 95% of the CTA slots of the waves it takes, else the
+// fullest grid. A split has at least two 64-row chunks.
 struct Plan {
   int cb_cols = 0, n_cb = 0, split_rows = 0, splits = 0;
   int64_t total_rows = 0;
@@ -328,8 +336,8 @@ int64_t align256(int64_t b) {
 }
 
 template <int R>
-void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, float s, void* du, int64_t lddu,
-            void* workspace, int64_t workspace_bytes, cudaStream_t st) {
+void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, float s, void* du,
+            int64_t lddu, void* workspace, int64_t workspace_bytes, cudaStream_t st) {
   static bool attr = false;
   if (!attr) {
     CUDA_CHECK(cudaFuncSetAttribute(lora_b_bwd_kernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -351,15 +359,23 @@ void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, 
     a.ldu = ldu;
     a.total_rows = pl.total_rows;
     a.gpart = static_cast<float*>(workspace);
-    a.dbpart = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(int64_t(pl.n_cb) * Ts * R * 4));
-    if (align256(int64_t(pl.n_cb) * Ts * R * 4) + int64_t(pl.splits) * pl.total_rows * R * 4 > workspace_bytes)
+    a.dbpart =
+        reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(int64_t(pl.n_cb) * Ts * R * 4));
+    if (align256(int64_t(pl.n_cb) * Ts * R * 4) + int64_t(pl.splits) * pl.total_rows * R * 4 >
+        workspace_bytes)
       throw std::logic_error("lora_b_bwd: workspace too small");
     int cb0 = 0, n_targets = 0;
     int64_t row0 = 0;
     for (int i = 0; i < n; ++i) {
       const LoraBPart& q = parts[i];
-      a.p[i] = {static_cast<const bf16*>(q.dy) + t0 * ldy, static_cast<const bf16*>(q.u) + t0 * ldu,
-                static_cast<const bf16*>(q.b), q.db, q.rows, row0, q.target, cb0};
+      a.p[i] = {static_cast<const bf16*>(q.dy) + t0 * ldy,
+                static_cast<const bf16*>(q.u) + t0 * ldu,
+                static_cast<const bf16*>(q.b),
+                q.db,
+                q.rows,
+                row0,
+                q.target,
+                cb0};
       cb0 += int((q.rows + pl.cb_cols - 1) / pl.cb_cols);
       row0 += q.rows;
       n_targets = std::max(n_targets, q.target + 1);
@@ -368,8 +384,8 @@ void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, 
     lora_b_bwd_kernel<R><<<dim3(unsigned(pl.n_cb), unsigned(pl.splits)), kThreads, Cfg<R>::kSmem, st>>>(a);
     TUNE_CUDA_LAUNCHED();
     const int64_t work = Ts * n_targets * (R / 4) + pl.total_rows * (R / 4);
-    lora_b_reduce_kernel<R><<<grid_blocks(work, 256), 256, 0, st>>>(a, pl.splits, s,
-                                                                     static_cast<bf16*>(du) + t0 * lddu, lddu);
+    lora_b_reduce_kernel<R>
+        <<<grid_blocks(work, 256), 256, 0, st>>>(a, pl.splits, s, static_cast<bf16*>(du) + t0 * lddu, lddu);
     TUNE_CUDA_LAUNCHED();
   }
 }
@@ -384,7 +400,8 @@ bool lora_b_bwd_supported(const LoraBPart* parts, int n, int64_t r, int64_t ldy,
     return false;
   for (int i = 0; i < n; ++i) {
     const LoraBPart& p = parts[i];
-    if (p.rows <= 0 || p.rows % 8 || !a16(p.dy) || !a16(p.u) || !a16(p.b) || !a16(p.db) || p.target < 0) return false;
+    if (p.rows <= 0 || p.rows % 8 || !a16(p.dy) || !a16(p.u) || !a16(p.b) || !a16(p.db) || p.target < 0)
+      return false;
   }
   return true;
 }
@@ -394,19 +411,25 @@ int64_t lora_b_bwd_workspace_bytes(int64_t T, int64_t r, const int64_t* rows, in
   for (const int64_t Ts : {std::min(kSlab, T), T % kSlab}) {  // a full slab and the last one
     if (Ts <= 0) continue;
     const Plan pl = plan(Ts, r, rows, n);
-    bytes = std::max(bytes, align256(int64_t(pl.n_cb) * Ts * r * 4) + int64_t(pl.splits) * pl.total_rows * r * 4);
+    bytes =
+        std::max(bytes, align256(int64_t(pl.n_cb) * Ts * r * 4) + int64_t(pl.splits) * pl.total_rows * r * 4);
   }
   return bytes;
 }
 
-void lora_b_bwd(const LoraBPart* parts, int n, int64_t T, int64_t r, int64_t ldy, int64_t ldu, float s, void* du,
-                int64_t lddu, void* workspace, int64_t workspace_bytes, void* stream) {
+void lora_b_bwd(const LoraBPart* parts, int n, int64_t T, int64_t r, int64_t ldy, int64_t ldu, float s,
+                void* du, int64_t lddu, void* workspace, int64_t workspace_bytes, void* stream) {
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (T <= 0) return;
   switch (r) {
-    case 16: launch<16>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
-    case 32: launch<32>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st); break;
-    default: throw std::logic_error("lora_b_bwd: r must be 16 or 32");
+    case 16:
+      launch<16>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st);
+      break;
+    case 32:
+      launch<32>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st);
+      break;
+    default:
+      throw std::logic_error("lora_b_bwd: r must be 16 or 32");
   }
 }
 

@@ -1,6 +1,6 @@
 // PTX wrappers shared by the tensor-core kernels (fused attention, the LoRA B backward): cp.async copies into
-// shared memory, ldmatrix, mma.sync m16n8k16 (bf16 in, fp32 accumulators) and bf16 packing. Included by .cu files
-// only.
+// shared memory, ldmatrix, mma.sync m16n8k16 (bf16 in, fp32 accumulators) and bf16 packing. Included by .cu
+// files only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -22,8 +22,12 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool va
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0)
                : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
 // Waits until at most N committed groups are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
