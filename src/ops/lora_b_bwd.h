@@ -35,7 +35,8 @@ struct LoraBPart {
 // 16-byte units; at most kLoraBMaxParts). Otherwise the caller makes the products itself.
 bool lora_b_bwd_supported(const LoraBPart* parts, int n, int64_t r, int64_t ldy, int64_t ldu, const void* du,
                           int64_t lddu);
-// Workspace for parts of these row counts over T rows (the kernel's partial sums).
+// Workspace for parts of these row counts over T rows (the kernel's partial sums); it serves calls with T
+// rows or fewer.
 int64_t lora_b_bwd_workspace_bytes(int64_t T, int64_t r, const int64_t* rows, int n);
 // du (T, n_targets r) stride lddu, every target's r columns overwritten. Deterministic: partial sums are
 // added in a fixed order.

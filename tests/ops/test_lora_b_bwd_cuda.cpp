@@ -1,8 +1,9 @@
 // lora_b_bwd on CUDA against the CPU reference in double (bf16 operands, so the reference sees what the
 // kernel sees): several targets in one call, a target split into two parts (its du is their sum), row counts
 // that are not multiples of the kernel's 128-column sub-tiles, T not a multiple of its 64-row chunks, several
-// row splits and column blocks, more rows than one slab, r of 16 and 32. dB accumulates onto what was there;
-// du's other columns are left as they were.
+// row splits and column blocks, more rows than one slab, fewer rows than the workspace was sized for (a
+// shorter batch or last FFN chunk), r of 16 and 32. dB accumulates onto what was there; du's other columns
+// are left as they were.
 #include <cmath>
 
 #include "cuda_test_util.h"
@@ -20,6 +21,7 @@ TEST(LoraBBwdCuda, MatchesCpuReference) {
   struct Case {
     int64_t T, r, ldy;
     std::vector<Part> parts;
+    int64_t T_ws = 0;  // the rows the workspace is sized for (0: T); a call may have fewer
   };
   const std::vector<Case> cases = {
       {300, 16, 440, {{0, 256, 0}, {256, 72, 1}, {328, 40, 2}, {400, 24, 2}}},
@@ -27,6 +29,7 @@ TEST(LoraBBwdCuda, MatchesCpuReference) {
       {130, 32, 200, {{8, 136, 0}, {144, 56, 1}}},
       {4096, 16, 2568, {{0, 2560, 0}}},
       {16384 + 200, 16, 136, {{0, 128, 0}}},
+      {7680, 16, 4104, {{0, 2048, 0}, {2048, 1024, 1}, {3072, 1024, 2}}, 8192},
   };
   const DType bf = DType::BF16;
   const float s = 0.5f;
@@ -34,7 +37,8 @@ TEST(LoraBBwdCuda, MatchesCpuReference) {
     int n_targets = 0;
     for (const Part& p : c.parts) n_targets = std::max(n_targets, p.target + 1);
     const int64_t T = c.T, r = c.r, ldu = n_targets * r + 8, lddu = n_targets * r + 4;
-    SCOPED_TRACE(testing::Message() << "T " << T << " r " << r << " parts " << c.parts.size());
+    SCOPED_TRACE(testing::Message() << "T " << T << " r " << r << " parts " << c.parts.size() << " T_ws "
+                                    << c.T_ws);
     const Tensor dy = test::rounded(test::randn({T, c.ldy}, 1), bf),
                  u = test::rounded(test::randn({T, ldu}, 2), bf);
     const Tensor du0 = test::rounded(test::randn({T, lddu}, 3), bf);
@@ -57,7 +61,8 @@ TEST(LoraBBwdCuda, MatchesCpuReference) {
       rows.push_back(p.rows);
     }
     ASSERT_TRUE(cuda::lora_b_bwd_supported(parts.data(), int(parts.size()), r, c.ldy, ldu, duc.data(), lddu));
-    const int64_t ws_bytes = cuda::lora_b_bwd_workspace_bytes(T, r, rows.data(), int(rows.size()));
+    const int64_t ws_bytes =
+        cuda::lora_b_bwd_workspace_bytes(c.T_ws > 0 ? c.T_ws : T, r, rows.data(), int(rows.size()));
     const Tensor ws = Tensor::empty(DType::U8, {ws_bytes}, Device::CUDA);
     cuda::lora_b_bwd(parts.data(), int(parts.size()), T, r, c.ldy, ldu, s, duc.data(), lddu, ws.data(),
                      ws_bytes);

@@ -14,7 +14,6 @@
 // Shared-memory rows are XOR-swizzled by 16-byte chunk, so that ldmatrix's eight row addresses hit distinct
 // banks.
 #include <algorithm>
-#include <stdexcept>
 
 #include "ops/cuda/kernel_util.cuh"
 #include "ops/cuda/mma_ptx.cuh"
@@ -304,12 +303,24 @@ __global__ void lora_b_reduce_kernel(const __grid_constant__ Args a, int splits,
 
 // Columns per block, row splits and rows per split for T rows (a slab) of these parts: the widest blocks
 // (fewest partial sums) whose grid fills at least 95% of the CTA slots of the waves it takes, else the
-// fullest grid. A split has at least two 64-row chunks.
+// fullest grid. A split has at least two 64-row chunks. With max_bytes > 0, only plans whose partial sums fit
+// in that many bytes: a workspace sized for T rows then serves every call with fewer (the widest blocks fit,
+// with as many splits as the space allows).
 struct Plan {
   int cb_cols = 0, n_cb = 0, split_rows = 0, splits = 0;
   int64_t total_rows = 0;
 };
-Plan plan(int64_t T, int64_t r, const int64_t* rows, int n) {
+int64_t align256(int64_t b) {
+  return (b + 255) / 256 * 256;
+}
+// Workspace bytes of a plan over T rows: du per column block, then dB per row split.
+int64_t gpart_bytes(const Plan& pl, int64_t T, int64_t r) {
+  return align256(int64_t(pl.n_cb) * T * r * 4);
+}
+int64_t plan_bytes(const Plan& pl, int64_t T, int64_t r) {
+  return gpart_bytes(pl, T, r) + int64_t(pl.splits) * pl.total_rows * r * 4;
+}
+Plan plan(int64_t T, int64_t r, const int64_t* rows, int n, int64_t max_bytes = 0) {
   const int64_t slots = ctas_per_wave(), widest = 64 / r * kSub;
   Plan best;
   double best_fill = -1;
@@ -320,19 +331,19 @@ Plan plan(int64_t T, int64_t r, const int64_t* rows, int n) {
       pl.n_cb += int((rows[i] + cols - 1) / cols);
       pl.total_rows += rows[i];
     }
-    const int64_t want = std::clamp<int64_t>(slots / pl.n_cb, 1, std::max<int64_t>(1, (T + 127) / 128));
+    int64_t want = std::clamp<int64_t>(slots / pl.n_cb, 1, std::max<int64_t>(1, (T + 127) / 128));
+    if (max_bytes > 0) {  // the splits that fit beside this plan's du partial sums
+      want = std::min(want, (max_bytes - gpart_bytes(pl, T, r)) / (pl.total_rows * r * 4));
+      if (want < 1) continue;
+    }
     pl.split_rows = int(((T + want - 1) / want + kChunk - 1) / kChunk * kChunk);
-    pl.splits = int((T + pl.split_rows - 1) / pl.split_rows);
+    pl.splits = int((T + pl.split_rows - 1) / pl.split_rows);  // <= want
     const int64_t ctas = int64_t(pl.n_cb) * pl.splits;
     const double fill = double(ctas) / double((ctas + slots - 1) / slots * slots);
     if (fill >= 0.95) return pl;
     if (fill > best_fill) best = pl, best_fill = fill;
   }
   return best;
-}
-
-int64_t align256(int64_t b) {
-  return (b + 255) / 256 * 256;
 }
 
 template <int R>
@@ -348,7 +359,9 @@ void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, 
   for (int i = 0; i < n; ++i) rows[i] = parts[i].rows;
   for (int64_t t0 = 0; t0 < T; t0 += kSlab) {
     const int64_t Ts = std::min(kSlab, T - t0);
-    const Plan pl = plan(Ts, R, rows, n);
+    const Plan pl = plan(Ts, R, rows, n, workspace_bytes);
+    TUNE_CHECK(pl.splits > 0 && plan_bytes(pl, Ts, R) <= workspace_bytes)
+        << "lora_b_bwd: a workspace of " << workspace_bytes << " bytes is too small for " << Ts << " rows";
     Args a{};
     a.n = n;
     a.n_cb = pl.n_cb;
@@ -359,11 +372,7 @@ void launch(const LoraBPart* parts, int n, int64_t T, int64_t ldy, int64_t ldu, 
     a.ldu = ldu;
     a.total_rows = pl.total_rows;
     a.gpart = static_cast<float*>(workspace);
-    a.dbpart =
-        reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(int64_t(pl.n_cb) * Ts * R * 4));
-    if (align256(int64_t(pl.n_cb) * Ts * R * 4) + int64_t(pl.splits) * pl.total_rows * R * 4 >
-        workspace_bytes)
-      throw std::logic_error("lora_b_bwd: workspace too small");
+    a.dbpart = reinterpret_cast<float*>(static_cast<char*>(workspace) + gpart_bytes(pl, Ts, R));
     int cb0 = 0, n_targets = 0;
     int64_t row0 = 0;
     for (int i = 0; i < n; ++i) {
@@ -407,14 +416,8 @@ bool lora_b_bwd_supported(const LoraBPart* parts, int n, int64_t r, int64_t ldy,
 }
 
 int64_t lora_b_bwd_workspace_bytes(int64_t T, int64_t r, const int64_t* rows, int n) {
-  int64_t bytes = 0;
-  for (const int64_t Ts : {std::min(kSlab, T), T % kSlab}) {  // a full slab and the last one
-    if (Ts <= 0) continue;
-    const Plan pl = plan(Ts, r, rows, n);
-    bytes =
-        std::max(bytes, align256(int64_t(pl.n_cb) * Ts * r * 4) + int64_t(pl.splits) * pl.total_rows * r * 4);
-  }
-  return bytes;
+  const int64_t Ts = std::min(kSlab, T);  // a full slab: fewer rows (a last slab, a shorter call) fit in it
+  return plan_bytes(plan(Ts, r, rows, n), Ts, r);
 }
 
 void lora_b_bwd(const LoraBPart* parts, int n, int64_t T, int64_t r, int64_t ldy, int64_t ldu, float s,
@@ -429,7 +432,7 @@ void lora_b_bwd(const LoraBPart* parts, int n, int64_t T, int64_t r, int64_t ldy
       launch<32>(parts, n, T, ldy, ldu, s, du, lddu, workspace, workspace_bytes, st);
       break;
     default:
-      throw std::logic_error("lora_b_bwd: r must be 16 or 32");
+      TUNE_CHECK(false) << "lora_b_bwd: r " << r << " (the kernel takes 16 or 32)";
   }
 }
 
