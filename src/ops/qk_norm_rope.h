@@ -5,8 +5,9 @@
 //      zero_centered), r = 1 / sqrt(mean(x^2) + eps); q heads use wq, k heads wk; null weights = no norm.
 // bwd: dy (dst layout) and the forward's src -> dx written into dx rows (src layout); the weights are frozen.
 // All bf16 (weights f32), d <= 256, rotary_dim <= d (even). The rotation angles come from a table made once per
-// micro-batch by rope_table (every layer reuses it): (T, rotary_dim / 2) pairs (cos, sin) of pos[t] * inv_freq[i],
-// the angle and inv_freq[i] = theta^(-2i / rotary_dim) in fp32 as transformers computes them.
+// micro-batch by rope_table (every layer reuses it), (T, 2, rotary_dim / 2) floats: per token the cos of
+// pos[t] * inv_freq[i], i < rotary_dim / 2, then their sin; the angle and inv_freq[i] =
+// theta^(-2i / rotary_dim) in fp32 as transformers computes them.
 #pragma once
 
 #include <cstdint>
