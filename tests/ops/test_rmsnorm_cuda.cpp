@@ -59,11 +59,13 @@ TEST(RmsNormCuda, UnsupportedDtypeIsAnError) {
 
 #ifdef TUNE_CUDA
 // The training path's residual backward: dres (f32) += rmsnorm_bwd(x, w, dy) and its bf16 copy; and the forward
-// into rows ld apart (LoRA columns beside them). C 1120 takes the warp-per-row kernels, 1003 the block-per-row ones.
+// into rows ld apart (LoRA columns beside them). C 1003 takes the block-per-row kernels, the others the
+// warp-per-row ones: rows held in registers, 4 to 20 16-byte chunks a lane (the last one partial for some lanes
+// at 1120, 2504, 3592 and 4104), or walked in a loop (1016 in the backward, 5128 in both).
 TEST(RmsNormCuda, ResidualBackwardMatchesCpuReference) {
   TUNE_REQUIRE_CUDA();
   const int64_t R = 29;
-  for (int64_t C : {1120, 1003})
+  for (int64_t C : {1120, 1003, 1016, 2504, 3592, 4104, 5128})
     for (bool zc : {false, true}) {
       SCOPED_TRACE(testing::Message() << "C " << C << " zc " << zc);
       const Tensor x = test::rounded(test::randn({R, C}, 1, 2.0f), DType::BF16);
