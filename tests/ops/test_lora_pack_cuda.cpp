@@ -44,6 +44,32 @@ TEST(LoraPackCuda, WritesScaledBRowsARowsAndNothingElse) {
   put(64 * r, N, 0, nA, K, 1.0f);
   test::expect_all_close("w", w, want, 0.0, 0.0);
 }
+
+// A segment wider than one block's share (5000 elements) beside a short one: every element of the long one, the
+// last block's partial share included.
+TEST(LoraPackCuda, LongSegmentSpansBlocks) {
+  TUNE_REQUIRE_CUDA();
+  const int64_t rows = 5, K = 1000, kx = 30, ld = K + kx;
+  const Tensor masters = test::randn({rows * ld}, 3);
+  const Tensor w0 = test::rounded(test::randn({rows, ld}, 4), DType::BF16);
+  Tensor w = test::on_cuda(w0, DType::BF16);
+  const std::vector<cuda::LoraPackSeg> segs = {{0, w.data(), ld, rows, K, 0.25f},
+                                                {rows * K, static_cast<char*>(w.data()) + K * 2, ld, rows, kx, 1.0f}};
+  const Tensor segs_dev = Tensor::empty(DType::U8, {int64_t(segs.size() * sizeof(cuda::LoraPackSeg))}, Device::CUDA);
+  CUDA_CHECK(cudaMemcpy(segs_dev.data(), segs.data(), segs.size() * sizeof(cuda::LoraPackSeg),
+                        cudaMemcpyHostToDevice));
+  const Tensor md = test::on_cuda(masters, DType::F32);
+  cuda::lora_pack(md.ptr<float>(), static_cast<const cuda::LoraPackSeg*>(segs_dev.data()), int64_t(segs.size()),
+                  rows * K);
+  const std::vector<double> m = test::doubles(masters);
+  std::vector<double> want(size_t(rows * ld));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t k = 0; k < ld; ++k) {
+      const float v = k < K ? 0.25f * float(m[size_t(i * K + k)]) : float(m[size_t(rows * K + i * kx + k - K)]);
+      want[size_t(i * ld + k)] = double(bf16_to_f32(f32_to_bf16(v)));
+    }
+  test::expect_all_close("w", w, want, 0.0, 0.0);
+}
 #else
 TEST(LoraPackCuda, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA"; }
 #endif
