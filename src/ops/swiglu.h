@@ -25,9 +25,11 @@ void swiglu_bwd(const void* g, const void* u, const void* dh, void* dg, void* du
 // The training path's layout, bf16: gu (T, 2I) holds each row's gate then up projection (one fused GEMM), rows
 // ldgu apart (0: 2I; the backward's LoRA columns may follow them); fwd -> h (T, I) (rows ldh apart, 0: I; the down
 // projection's LoRA columns may sit beside them); bwd: dh (T, I) -> dgu (T, 2I) in gu's layout (overwritten; may
-// alias gu). I and the strides even.
+// alias gu); with h given, the forward's h (T, I) too, rows I apart, so that it may alias dh (the backward's
+// recompute then skips the forward). I and the strides even.
 void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I, int64_t ldh = 0, int64_t ldgu = 0);
-void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I, int64_t ldgu = 0);
+void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I, int64_t ldgu = 0,
+                      void* h = nullptr);
 }  // namespace cuda
 
 }  // namespace tune

@@ -67,6 +67,14 @@ TEST(SwiGluCuda, FusedRowsMatchCpuReference) {
       Tensor dgu = test::on_cuda(gu, DType::BF16);  // in place, as the training path runs it
       cuda::swiglu_fused_bwd(dgu.data(), dhdv.data(), dgu.data(), T, I, ldgu);
       test::expect_all_close("dgu", dgu, dgu_ref, 1e-4, test::kBf16Rtol);
+      // The backward that also remakes h, over dh (rows I apart): the same dgu, and h equal to the forward's.
+      Tensor dgu_h = test::on_cuda(gu, DType::BF16), dh_h = test::on_cuda(dh, DType::BF16);
+      cuda::swiglu_fused_bwd(dgu_h.data(), dh_h.data(), dgu_h.data(), T, I, ldgu, dh_h.data());
+      test::expect_all_close("dgu with h", dgu_h, dgu_ref, 1e-4, test::kBf16Rtol);
+      const std::vector<double> hf = test::doubles(h), hb = test::doubles(dh_h);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < I; ++j)
+          ASSERT_EQ(hb[size_t(t * I + j)], hf[size_t(t * ld + j)]) << "h over dh at " << t << ", " << j;
     }
 }
 #endif

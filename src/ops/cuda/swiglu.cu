@@ -72,13 +72,15 @@ __global__ void swiglu_fused_fwd_kernel(const bf16* gu, bf16* h, int64_t T_, int
   }
 }
 
-template <int V>
-__global__ void swiglu_fused_bwd_kernel(const bf16* gu, const bf16* dh, bf16* dgu, int64_t T_, int64_t I,
+// kH: also h = silu(g) u (the forward's value, same expression) into h (T, I), which may alias dh: each
+// thread reads its dh elements before it writes h there.
+template <int V, bool kH>
+__global__ void swiglu_fused_bwd_kernel(const bf16* gu, const bf16* dh, bf16* dgu, bf16* h, int64_t T_, int64_t I,
                                         int64_t ldgu) {
   const int64_t j = V * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x);
   if (j >= I) return;
   for (int64_t t = blockIdx.y; t < T_; t += gridDim.y) {
-    float g[V], u[V], d[V], dg[V], du[V];
+    float g[V], u[V], d[V], dg[V], du[V], y[V];
     load_bf16<V>(gu + t * ldgu + j, g);
     load_bf16<V>(gu + t * ldgu + I + j, u);
     load_bf16<V>(dh + t * I + j, d);
@@ -87,9 +89,11 @@ __global__ void swiglu_fused_bwd_kernel(const bf16* gu, const bf16* dh, bf16* dg
       const float sg = 1.0f / (1.0f + expf(-g[e]));
       dg[e] = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
       du[e] = d[e] * g[e] * sg;
+      if (kH) y[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
     }
     store_bf16<V>(dgu + t * ldgu + j, dg);
     store_bf16<V>(dgu + t * ldgu + I + j, du);
+    if (kH) store_bf16<V>(h + t * I + j, y);
   }
 }
 
@@ -114,17 +118,22 @@ void swiglu_fused_fwd(const void* gu, void* h, int64_t T, int64_t I, int64_t ldh
   TUNE_CUDA_LAUNCHED();
 }
 
-void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I, int64_t ldgu) {
+void swiglu_fused_bwd(const void* gu, const void* dh, void* dgu, int64_t T, int64_t I, int64_t ldgu, void* h) {
   if (T * I == 0) return;
   TUNE_CHECK(I % 2 == 0 && ldgu % 2 == 0) << "swiglu_fused_bwd: odd width " << I << " or stride " << ldgu;
   if (ldgu == 0) ldgu = 2 * I;
-  auto go = [&](auto v) {
+  auto go = [&](auto v, auto with_h) {
     constexpr int V = decltype(v)::value;
-    swiglu_fused_bwd_kernel<V><<<fused_grid(T, I, V), 128>>>(
-        static_cast<const bf16*>(gu), static_cast<const bf16*>(dh), static_cast<bf16*>(dgu), T, I, ldgu);
+    swiglu_fused_bwd_kernel<V, decltype(with_h)::value><<<fused_grid(T, I, V), 128>>>(
+        static_cast<const bf16*>(gu), static_cast<const bf16*>(dh), static_cast<bf16*>(dgu), static_cast<bf16*>(h), T,
+        I, ldgu);
   };
-  if (bf16_vec_fits(8, {gu, dh, dgu}, {I, ldgu})) go(std::integral_constant<int, 8>{});
-  else go(std::integral_constant<int, 2>{});
+  auto pick = [&](auto with_h) {
+    if (bf16_vec_fits(8, {gu, dh, dgu, h}, {I, ldgu})) go(std::integral_constant<int, 8>{}, with_h);
+    else go(std::integral_constant<int, 2>{}, with_h);
+  };
+  if (h) pick(std::true_type{});
+  else pick(std::false_type{});
   TUNE_CUDA_LAUNCHED();
 }
 
