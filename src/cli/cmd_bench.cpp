@@ -118,6 +118,7 @@ int bench_train(int argc, char** argv) {
                   {"keep_u", plan.keep_u},
                   {"keep_mid", plan.keep_mid},
                   {"keep_qkv", plan.keep_qkv},
+                  {"bus_qkv", plan.bus_qkv},
                   {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
                   {"loss", loss}};
   if (a.has("--json")) {

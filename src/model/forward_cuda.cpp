@@ -238,7 +238,7 @@ struct CudaLoraModel::Impl {
   DeviceBuffer P, Pb, G;
 
   // Batch inputs.
-  DeviceBuffer ids, pos, doc_start, rows, targets, loss, rope;  // rope: (T, rotary_dim / 2) (cos, sin)
+  DeviceBuffer ids, pos, doc_start, rows, targets, loss, rope;  // rope: rope_table's (T, rotary_dim) angles
   // Checkpoints: the input of each layer and the final hidden state, (L + 1) x (T, H) bf16. On the device, or,
   // with offload, the first n_off in pinned host memory through two rotating device slots (a side stream copies
   // each new one out during the forward and brings the next one back during the backward) and the rest in device
@@ -263,6 +263,10 @@ struct CudaLoraModel::Impl {
   // buffer).
   DeviceBuffer kept_mid, kept_qkv;
   int64_t keep_mid = 0, keep_qkv = 0;
+  // Plan option bus_qkv: q|k|v products of attention layers keep_qkv + 1 + 2 j (j < k_qkv.n) through the host, in
+  // two device slots (bus_qkv).
+  Kept k_qkv;
+  DeviceBuffer bus_qkv;
   // Plan option keep_u: attention layer a's o LoRA u (max_T, r) and layer l's down LoRA u (max_T, r), written by
   // the forward and read by the backward in place of u_o / u_d.
   DeviceBuffer kept_uo, kept_ud;
@@ -324,7 +328,7 @@ struct CudaLoraModel::Impl {
     for (cudaEvent_t e : ready) cudaEventDestroy(e);
     if (side) cudaStreamDestroy(side);
     if (host_ckpt) cudaFreeHost(host_ckpt);
-    for (const Kept* k : {&k_att, &k_go}) {
+    for (const Kept* k : {&k_att, &k_go, &k_qkv}) {
       for (cudaEvent_t e : k->ready) cudaEventDestroy(e);
       if (k->host) cudaFreeHost(k->host);
     }
@@ -383,6 +387,8 @@ struct CudaLoraModel::Impl {
     k_go.on = o.keep_attention && k_go.n > 0;
     keep_mid = std::clamp<int64_t>(o.keep_mid, 0, k_att.n);
     keep_qkv = std::clamp<int64_t>(o.keep_qkv, 0, keep_mid);
+    k_qkv.n = std::clamp<int64_t>(o.bus_qkv, 0, (k_att.n - keep_qkv) / 2);
+    k_qkv.on = k_qkv.n > 0;
     keep_u = o.keep_u;
     layers.resize(size_t(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -579,6 +585,8 @@ struct CudaLoraModel::Impl {
     xmid = bf(T * H);
     kept_mid = bf(keep_mid * T * H);
     kept_qkv = bf(keep_qkv * T * ld_qkv);
+    bus_qkv = bf(k_qkv.on ? 2 * T * ld_qkv : 0);
+    k_qkv.parts = {{bus_qkv.at(0), T * ld_qkv * 2, ld_qkv * 2}};
     kept_uo = bf(keep_u ? k_att.n * T * r : 0);
     kept_ud = bf(keep_u ? L * T * r : 0);
     xn2 = bf(C * ld_xn2);
@@ -606,7 +614,7 @@ struct CudaLoraModel::Impl {
       gdr_ws = dev(int64_t(cuda::gated_delta_rule_workspace_bytes(T, nV, dk, dv, true)));
       mem.workspace += gdr_ws.bytes;
     }
-    for (Kept* k : {&k_att, &k_go}) {
+    for (Kept* k : {&k_att, &k_go, &k_qkv}) {
       if (!k->on) continue;
       k->layer_bytes = 0;
       for (const Kept::Part& pt : k->parts) k->layer_bytes += T * pt.row;
@@ -617,7 +625,7 @@ struct CudaLoraModel::Impl {
       k->ready.resize(size_t(k->n));
       for (cudaEvent_t& e : k->ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     }
-    if ((n_off > 0 || k_att.on || k_go.on) && !dry)
+    if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on) && !dry)
       CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
     if (has_moe) {
       const int64_t S = C * kx;
@@ -752,19 +760,31 @@ struct CudaLoraModel::Impl {
     lora_fwd(ly, g, T, a, u, y, ldy);
   }
 
+  // Where linear_bwd leaves a group's g = s dy B (T, n r): dy's columns past N, or g_lora.
+  struct LoraG {
+    void* p;
+    int64_t ld;
+  };
+  LoraG lora_g(const LoraGroup& g, void* dy, int64_t N, int64_t ldy) const {
+    if (g.kdx > 0) return {static_cast<char*>(dy) + N * 2, ldy};
+    return {g_lora.p, g.n() * r};
+  }
+
   // Backward: da (T, in) (+)= dy W (dy (T, N) [ldy]) and the group's share through its LoRA, and the A/B
   // gradients, given the forward's a and u (a's LoRA columns for folded groups). The input gradient does not use
   // the folded columns: dy [W | s B] has as many output columns as [x | u], and cuBLAS tiled an input width plus
   // n r columns worse than it gained by making s dy B in the same pass (bench/RESULTS.md, commit bd1620d).
   // A group with kdx > 0 leaves g in dy's columns [N, N + kdx) (W's rows there hold its A's) and takes
   // dy W + g A as one product. u_kept (T, n r): the forward's u kept apart, read instead of a's columns.
+  // a null: the caller adds dA with lora_da once it has a (given u_kept); da null: no input gradient.
   void linear_bwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, void* dy, int64_t ldy,
                   const void* a, const void* u, void* da, float beta = 0.0f, const void* u_kept = nullptr) {
-    void* gb = g.kdx > 0 ? static_cast<char*>(dy) + N * 2 : g_lora.p;
-    const int64_t ldg = g.kdx > 0 ? ldy : g.n() * r;
+    const LoraG lg = lora_g(g, dy, N, ldy);
     const bool in_a = g.kx > 0 && !u_kept;
+    TUNE_CHECK(a || !in_a) << "linear_bwd: a group's u in its input's columns needs that input";
     lora_bwd(ly, g, T, dy, ldy, a, g.ld(), in_a ? static_cast<const char*>(a) + g.in * 2 : u_kept ? u_kept : u,
-             in_a ? g.ld() : g.n() * r, gb, ldg);
+             in_a ? g.ld() : g.n() * r, lg.p, lg.ld);
+    if (!da) return;
     mm_t(T, N + g.kdx, g.in, dy, ldy, W, g.ld(), da, g.in, beta);
     if (g.kdx == 0) lora_dx(g, T, da, g.in);
   }
@@ -817,11 +837,10 @@ struct CudaLoraModel::Impl {
 
   // LoRA backward of a group, given dy (T, ldy) of the fused output, the input a [lda] and the forward's u
   // (T, n r) [ldu]: dB_t += s dy_t^T u_t, g_t = s dy_t B_t (into gb (T, n r) [ldg]), dA_grp += g^T a. The first two
-  // in one pass over dy (lora_b_bwd) where it takes the shapes, else two products per B block.
+  // in one pass over dy (lora_b_bwd) where it takes the shapes, else two products per B block; dA only with a.
   void lora_bwd(const Layer& ly, const LoraGroup& g, int64_t T, const void* dy, int64_t ldy, const void* a,
                 int64_t lda, const void* u, int64_t ldu, void* gb, int64_t ldg) {
     if (g.n() == 0) return;
-    const int64_t nr = g.n() * r;
     float* Gp = G.as<float>();
     const BParts bp = b_parts_of(ly, g, dy, u);
     if (bp.n > 0 && cuda::lora_b_bwd_supported(bp.p, bp.n, r, ldy, ldu, gb, ldg)) {
@@ -842,8 +861,15 @@ struct CudaLoraModel::Impl {
         }
       }
     }
-    cuda::gemm(nr, g.in, T, 1.0f, {gb, ldg, true}, {a, lda, false}, DType::BF16, 1.0f, Gp + g.a, Gp + g.a, g.in,
-               DType::F32);
+    if (a) lora_da(g, T, gb, ldg, a, lda);
+  }
+
+  // dA_grp += g^T a: g (T, n r) [ldg] from lora_bwd, a (T, in) [lda] the group's input.
+  void lora_da(const LoraGroup& g, int64_t T, const void* gb, int64_t ldg, const void* a, int64_t lda) {
+    if (g.n() == 0) return;
+    float* Gp = G.as<float>();
+    cuda::gemm(g.n() * r, g.in, T, 1.0f, {gb, ldg, true}, {a, lda, false}, DType::BF16, 1.0f, Gp + g.a, Gp + g.a,
+               g.in, DType::F32);
   }
 
   // da (T, in) [ldda] += g A_grp with the g of the group's lora_bwd; runs after the base product that overwrites da.
@@ -907,12 +933,19 @@ struct CudaLoraModel::Impl {
 
   // Points qkv_p / mid_p at layer l's kept slots or the shared buffers.
   void use_layer(int64_t l) {
-    const int64_t a = att_index[size_t(l)];
-    qkv_p = kept_qkv_layer(a) ? kept_qkv.at(a * max_T * ld_qkv * 2) : static_cast<char*>(qkv.p);
+    const int64_t a = att_index[size_t(l)], j = bus_index(a);
+    qkv_p = kept_qkv_layer(a) ? kept_qkv.at(a * max_T * ld_qkv * 2)
+            : j >= 0          ? k_qkv.at(0, j)
+                              : static_cast<char*>(qkv.p);
     mid_p = kept_mid_layer(a) ? kept_mid.at(a * max_T * H * 2) : static_cast<char*>(xmid.p);
   }
   // Whether attention layer a (-1: not an attention layer) keeps its q|k|v product / xmid on the device.
   bool kept_qkv_layer(int64_t a) const { return a >= 0 && a < keep_qkv; }
+  // Attention layer a's index among the layers whose q|k|v goes through the host, or -1.
+  int64_t bus_index(int64_t a) const {
+    const int64_t i = a - keep_qkv - 1;
+    return k_qkv.on && a >= 0 && i >= 0 && i % 2 == 0 && i / 2 < k_qkv.n ? i / 2 : -1;
+  }
   bool kept_mid_layer(int64_t a) const { return a >= 0 && a < keep_mid; }
   // Attention layer a's o LoRA u; layer l's down LoRA u from row t0 (the kept slots, or the shared buffers).
   void* uo_at(int64_t a) const { return keep_u ? kept_uo.at(a * max_T * r * 2) : u_o.p; }
@@ -934,9 +967,14 @@ struct CudaLoraModel::Impl {
   void attn_fwd(const Layer& ly, int64_t a, int64_t T, const void* x_in, bool recompute) {
     // qkv's rows are ld_qkv apart like dqkv's (which has room for the backward's g): the attention reads v and
     // writes dv at one stride.
-    const int64_t ld = ld_qkv;
-    if (recompute && kept_qkv_layer(a)) lora_u(ly.in, T, xn.p, u_in.p);  // the product is kept: only u
-    else linear_fwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, xn.p, u_in.p, qkv_p, ld, 0.0f, nullptr, ly.b_in.p);
+    const int64_t ld = ld_qkv, j = bus_index(a);
+    if (recompute && (kept_qkv_layer(a) || j >= 0)) {
+      lora_u(ly.in, T, xn.p, u_in.p);  // the product is kept: only u
+    } else {
+      if (j >= 0) kept_slot_free(k_qkv, j);
+      linear_fwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, xn.p, u_in.p, qkv_p, ld, 0.0f, nullptr, ly.b_in.p);
+      if (j >= 0) kept_save(k_qkv, j, T);
+    }
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv_p, ld, qk.p, Nqk);
     if (!(recompute && k_att.on)) {
       if (!recompute) kept_slot_free(k_att, a);
@@ -991,7 +1029,8 @@ struct CudaLoraModel::Impl {
       return;
     }
     linear_fwd(ly, ly.gu, ly.wgu.p, 2 * I, n, xn2.p, u_gu.p, gu(), ld_gu);
-    cuda::swiglu_fused_fwd(gu(), h(), n, I, ly.down.ld(), ld_gu);
+    // The backward's recompute with the down LoRA's u kept needs no h here: ffn_bwd's SwiGLU backward remakes it.
+    if (x_out || !keep_u) cuda::swiglu_fused_fwd(gu(), h(), n, I, ly.down.ld(), ld_gu);
     if (x_out) {
       char* xo = static_cast<char*>(x_out) + t0 * H * 2;
       void* ud = ud_at(l, t0);
@@ -1016,8 +1055,17 @@ struct CudaLoraModel::Impl {
                                  dres.as<float>() + t0 * H, dy, n, H);
       return;
     }
-    linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, h(), u_d.p, dh(), 0.0f, keep_u ? ud_at(l, t0) : nullptr);
-    cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I, ld_gu);  // dgu overwrites gu in place
+    if (keep_u) {
+      // h (T, I) comes from the SwiGLU backward, over dh once read, and serves the down LoRA's dA only.
+      linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, nullptr, u_d.p, dh(), 0.0f, ud_at(l, t0));
+      const bool need_h = ly.down.n() > 0;
+      cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I, ld_gu, need_h ? dh() : nullptr);  // dgu over gu
+      const LoraG lg = lora_g(ly.down, dy, H, ld_dres);
+      lora_da(ly.down, n, lg.p, lg.ld, dh(), I);
+    } else {
+      linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, h(), u_d.p, dh());
+      cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I, ld_gu);  // dgu overwrites gu in place
+    }
     linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu(), ld_gu, xn2.p, u_gu.p, dx);
     cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
                                dres.as<float>() + t0 * H, dy, n, H, ld_dres);
@@ -1101,20 +1149,23 @@ struct CudaLoraModel::Impl {
     }
   }
 
-  // Mixer backward of layer l (after mixer_fwd): dres/dres_b hold dL/dxmid on entry, dL/dx_in on exit.
+  // Mixer backward of layer l (after mixer_fwd): dres/dres_b hold dL/dxmid on entry, dL/dx_in on exit, except
+  // for the first layer, whose input gradient would only reach the frozen embedding.
   void mixer_bwd(int64_t l, int64_t T, const void* x_in) {
     const Layer& ly = layers[size_t(l)];
+    void* dx = l > 0 ? dxn.p : nullptr;
     if (ly.mix == MixerKind::GatedDeltaNet) {
-      gdn_bwd(ly, gdn_index[size_t(l)], T);
+      gdn_bwd(ly, gdn_index[size_t(l)], T, dx);
     } else {
-      attn_bwd(ly, att_index[size_t(l)], T);
+      attn_bwd(ly, att_index[size_t(l)], T, dx);
     }
+    if (!dx) return;
     cuda::rmsnorm_bwd_residual(x_in, ly.attn_norm.as<float>(), dxn.p, norm_eps(), zc(), dres.as<float>(), dres_b.p,
                                T, H, ld_dres);
   }
 
-  // Attention backward: dres_b -> dxn (the gradient w.r.t. the normed input).
-  void attn_bwd(const Layer& ly, int64_t a, int64_t T) {
+  // Attention backward: dres_b -> dx (the gradient w.r.t. the normed input; null: none).
+  void attn_bwd(const Layer& ly, int64_t a, int64_t T, void* dx) {
     const int64_t ld = ld_qkv;
     const bool gated = ly.mix == MixerKind::GatedAttention;
     const void* y = gated ? ybuf.p : att_at(a);
@@ -1124,11 +1175,11 @@ struct CudaLoraModel::Impl {
                              static_cast<char*>(dqkv()) + Nqkv * 2, ld, T, nH * d);
     attention_bwd(a, T, ld);
     cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv_p, ld, dqk(), Nqk, dqkv(), ld);
-    linear_bwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, dqkv(), ld, xn.p, u_in.p, dxn.p);
+    linear_bwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, dqkv(), ld, xn.p, u_in.p, dx);
   }
 
-  // Gated DeltaNet backward: dres_b -> dxn.
-  void gdn_bwd(const Layer& ly, int64_t g, int64_t T) {
+  // Gated DeltaNet backward: dres_b -> dx (null: none).
+  void gdn_bwd(const Layer& ly, int64_t g, int64_t T, void* dx) {
     char *dzba = region.at(0), *dY = region.at(off_gy), *dGO = region.at(off_ggo), *dq = region.at(off_gq),
          *dk_p = region.at(off_gk), *dv_p = region.at(off_gv), *dconv = region.at(off_gconv);
     char* dproj = dY;  // dY .. dv are spent once conv1d's backward runs
@@ -1141,8 +1192,8 @@ struct CudaLoraModel::Impl {
     cuda::gdn_qkv_bwd(convo.p, Ncv, dq, dk_p, dv_p, dconv, Ncv, T, nK, nV, dk, dv);
     cuda::conv1d_causal_bwd(qkv_p, ly.conv.p, doc_start.as<int32_t>(), dconv, dproj, nullptr, T, Ncv, Kc, DType::BF16,
                             DType::F32);
-    linear_bwd(ly, ly.in2, ly.w_in2.p, Nzba, T, dzba, Nzba, xn.p, u_in2.p, dxn.p);
-    linear_bwd(ly, ly.in, ly.w_in.p, Ncv, T, dproj, Ncv, xn.p, u_in.p, dxn.p, 1.0f);
+    linear_bwd(ly, ly.in2, ly.w_in2.p, Nzba, T, dzba, Nzba, xn.p, u_in2.p, dx);
+    linear_bwd(ly, ly.in, ly.w_in.p, Ncv, T, dproj, Ncv, xn.p, u_in.p, dx, 1.0f);
   }
 
   // Checkpoint traffic for the first n_off (no-ops for the others). After the main stream wrote checkpoint l: copy
@@ -1262,6 +1313,7 @@ struct CudaLoraModel::Impl {
       prefetch_ckpt(l - 1, T);
       kept_fetch(k_att, att_index[size_t(l)], T);
       kept_fetch(k_go, gdn_index[size_t(l)], T);
+      kept_fetch(k_qkv, bus_index(att_index[size_t(l)]), T);
       use_layer(l);
       mixer_fwd(l, T, x_at(l), true);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) {
@@ -1548,8 +1600,22 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
       o.keep_mid = std::clamp<int64_t>(room / mid, 0, plan.k_att.n);
       o.keep_qkv = std::clamp<int64_t>((room - o.keep_mid * mid) / qkv, 0, o.keep_mid);
     }
+    // The bus time the forward's products leave beyond that carries more q|k|v products through the host: every
+    // other layer after the device-kept ones (the bus takes about one of them per layer beside a layer's other
+    // copies), in two device slots paid for with two device-kept ones; worth it for more than two.
+    if (bus_room && o.keep_qkv >= 2) {
+      const int64_t kq = o.keep_qkv - 2;
+      const int64_t by_bus = int64_t((flops / 400e12 * 40e9 - bus) / double(qkv));
+      const int64_t by_host =
+          (std::min<int64_t>(host / 8, int64_t(16) << 30) - (o.keep_attention ? att_bytes : 0)) / qkv;
+      const int64_t n = std::min({(plan.k_att.n - kq) / 2, by_bus, by_host});
+      if (n > 2) {
+        o.keep_qkv = kq;
+        o.bus_qkv = n;
+      }
+    }
     // Offloaded: what the kept activations need beyond the slack, at least what the plan itself needs.
-    const int64_t over = o.keep_mid * mid + o.keep_qkv * qkv - slack;
+    const int64_t over = o.keep_mid * mid + (o.keep_qkv + (o.bus_qkv > 0 ? 2 : 0)) * qkv - slack;
     const int64_t n_off = over > 0 ? std::min<int64_t>(L1, 2 + (over + ckpt - 1) / ckpt) : 0;
     if (n_off > 0) {
       o.offload = true;

@@ -50,6 +50,10 @@ struct CudaPlanOptions {
   // (<= keep_mid) their q|k|v product too (T (nH + 2 nKV) d 2 bytes, gated attention's gate columns besides), on
   // the device: the backward skips recomputing their o and q|k|v products.
   int64_t keep_mid = 0, keep_qkv = 0;
+  // Beyond those, every other attention layer (keep_qkv + 1, keep_qkv + 3, ...), up to bus_qkv of them, keeps its
+  // q|k|v product in pinned host memory through two device slots of its own: where the bus has room beside the
+  // forward's products, this skips more q|k|v products than the slots' device memory would keep.
+  int64_t bus_qkv = 0;
   // Attention layers' o LoRA u (T r 2 device bytes each) and dense FFN layers' down LoRA u (the same) kept from
   // the forward: the backward skips the products over the out-projection's input and over h that remake them.
   bool keep_u = false;

@@ -105,7 +105,7 @@ struct CompareOptions {
   bool offload = false;
   int64_t keep_ckpt = 0;
   bool keep_attention = false;
-  int64_t keep_mid = 0, keep_qkv = 0;
+  int64_t keep_mid = 0, keep_qkv = 0, bus_qkv = 0;
   bool keep_u = false;
   double grad_tol = 8e-2;  // relative L2 of every LoRA gradient
 };
@@ -150,6 +150,7 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   plan.keep_attention = o.keep_attention;
   plan.keep_mid = o.keep_mid;
   plan.keep_qkv = o.keep_qkv;
+  plan.bus_qkv = o.bus_qkv;
   plan.keep_u = o.keep_u;
   CudaLoraModel cm(m, gpu, plan);
   cm.zero_grad();
@@ -399,8 +400,9 @@ TEST(ForwardCuda, ChunkedFfnAndOffloadedCheckpoints) {
 // Attention layers' activations kept on the device (the backward skips their o and q|k|v products): layers 0-2
 // keep xmid, 0-1 q|k|v too, the others recompute; with the attention outputs on the host and the FFN in chunks.
 // The o and down LoRA u's kept from the forward: in down's folded columns (r 16) and in its own buffer (r 4,
-// unfolded), with layers that recompute o from the kept u. Qwen3.5: the gated attention layers' q|k|v|gate
-// product, and u's beside DeltaNet layers (which keep none).
+// unfolded), with layers that recompute o from the kept u. q|k|v products through the host: layers 1 and 3, or
+// 2 and 4 beside layer 0's on the device. Qwen3.5: the gated attention layers' q|k|v|gate product, and u's beside
+// DeltaNet layers (which keep none).
 TEST(ForwardCuda, KeptActivationsMatchCpu) {
   TUNE_REQUIRE_CUDA();
   Model m = model_random(seeded_qwen3(128, 5), 3, 0.05f);
@@ -410,9 +412,15 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
   compare(m, "u's and xmid 1 kept, chunked", {{70, 130, 1, 64}, {200}}, 16,
           {.ffn_chunk = 64, .keep_attention = true, .keep_mid = 1, .keep_u = true});
   compare(m, "u's kept, rank 4, offloaded", {{70, 130, 1, 64}, {200}}, 4, {.offload = true, .keep_u = true});
+  compare(m, "qkv 1, 3 through the host", {{70, 130, 1, 64}, {200}}, 16,
+          {.keep_attention = true, .keep_mid = 5, .bus_qkv = 2, .keep_u = true});
+  compare(m, "qkv 0 kept, 2, 4 through the host, chunked", {{70, 130, 1, 64}, {200}}, 16,
+          {.ffn_chunk = 64, .offload = true, .keep_mid = 2, .keep_qkv = 1, .bus_qkv = 5});
   Model q = model_random(seeded_qwen35(64, true), 3, 0.05f);
   compare(q, "qwen3.5 xmid 2, qkv 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 2, .keep_qkv = 1, .grad_tol = kDeltaNetGradTol});
+  compare(q, "qwen3.5 qkv through the host", {{70, 9, 50}, {130}}, 16,
+          {.keep_attention = true, .bus_qkv = 1, .grad_tol = kDeltaNetGradTol});
   compare(q, "qwen3.5 u's and xmid 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 1, .keep_u = true, .grad_tol = kDeltaNetGradTol});
 }
@@ -433,12 +441,15 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_FALSE(roomy.offload);
   EXPECT_EQ(roomy.keep_mid, n);
   EXPECT_EQ(roomy.keep_qkv, n);
+  EXPECT_EQ(roomy.bus_qkv, 0);
   EXPECT_TRUE(roomy.keep_u);
   const CudaPlanOptions tight = cuda_plan_options(c, lc, 4096, gib * 104 / 10);
   EXPECT_TRUE(tight.offload);
   EXPECT_EQ(tight.keep_mid, n);
   EXPECT_GT(tight.keep_qkv, 0);
   EXPECT_LT(tight.keep_qkv, n);
+  EXPECT_GT(tight.bus_qkv, 2);  // every other layer after the kept ones, as far as the bus goes
+  EXPECT_LE(tight.keep_qkv + 2 * tight.bus_qkv, n);
   EXPECT_TRUE(tight.keep_u);
   const CudaPlanOptions tighter = cuda_plan_options(c, lc, 4096, gib * 98 / 10);
   EXPECT_LT(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
@@ -447,6 +458,7 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_EQ(below.keep_ckpt, 0);
   EXPECT_GT(below.keep_mid, 0);
   EXPECT_EQ(below.keep_qkv, 0);
+  EXPECT_EQ(below.bus_qkv, 0);
   EXPECT_TRUE(below.keep_u);
   const CudaPlanOptions small = cuda_plan_options(c, lc, 4096, 6 * gib);
   EXPECT_TRUE(small.offload);
