@@ -1562,7 +1562,8 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   const int64_t att_bytes =
       plan.max_T * (plan.k_att.n * plan.nH * (plan.d * 2 + 4) + plan.k_go.n * plan.Vd * 2);
   const int64_t host = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
-  o.keep_attention = att_bytes <= std::min<int64_t>(host / 8, int64_t(16) << 30);
+  const int64_t pinned_cap = std::min<int64_t>(host / 8, int64_t(16) << 30);  // kept activations' host bytes
+  o.keep_attention = att_bytes <= pinned_cap;
   // Then, while memory lasts: the o and down LoRA u's (two products over wide inputs saved per 2 T r 2 bytes,
   // worth more than a checkpoint's bus traffic); as few offloaded checkpoints as make the plan fit (the first
   // layers' ones: each frees its slot beyond the two the offloaded ones rotate through); attention layers'
@@ -1606,8 +1607,7 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     if (bus_room && o.keep_qkv >= 2) {
       const int64_t kq = o.keep_qkv - 2;
       const int64_t by_bus = int64_t((flops / 400e12 * 40e9 - bus) / double(qkv));
-      const int64_t by_host =
-          (std::min<int64_t>(host / 8, int64_t(16) << 30) - (o.keep_attention ? att_bytes : 0)) / qkv;
+      const int64_t by_host = (pinned_cap - (o.keep_attention ? att_bytes : 0)) / qkv;
       const int64_t n = std::min({(plan.k_att.n - kq) / 2, by_bus, by_host});
       if (n > 2) {
         o.keep_qkv = kq;

@@ -9,6 +9,17 @@
 namespace tune {
 
 #ifdef TUNE_CUDA
+// lora_pack of the host masters through segs (copied to the device), none over max_elems elements.
+static void pack(const Tensor& masters, const std::vector<cuda::LoraPackSeg>& segs, int64_t max_elems) {
+  const size_t bytes = segs.size() * sizeof(cuda::LoraPackSeg);
+  const Tensor segs_dev = Tensor::empty(DType::U8, {int64_t(bytes)}, Device::CUDA);
+  CUDA_CHECK(cudaMemcpy(segs_dev.data(), segs.data(), bytes, cudaMemcpyHostToDevice));
+  const Tensor md = test::on_cuda(masters, DType::F32);
+  cuda::lora_pack(md.ptr<float>(), static_cast<const cuda::LoraPackSeg*>(segs_dev.data()), int64_t(segs.size()),
+                  max_elems);
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 TEST(LoraPackCuda, WritesScaledBRowsARowsAndNothingElse) {
   TUNE_REQUIRE_CUDA();
   // W (N 40, K 24) with kx = 3 r (r 4): target 0 covers rows [0, 16) at column 24, target 1 rows [16, 24) at
@@ -24,12 +35,7 @@ TEST(LoraPackCuda, WritesScaledBRowsARowsAndNothingElse) {
                                                 {20 * r, at(16, K + r), ld, 8, r, s},
                                                 {28 * r, at(32, K + r), ld, 8, r, s},
                                                 {64 * r, at(N, 0), ld, nA, K, 1.0f}};
-  const Tensor segs_dev = Tensor::empty(DType::U8, {int64_t(segs.size() * sizeof(cuda::LoraPackSeg))}, Device::CUDA);
-  CUDA_CHECK(cudaMemcpy(segs_dev.data(), segs.data(), segs.size() * sizeof(cuda::LoraPackSeg),
-                        cudaMemcpyHostToDevice));
-  const Tensor md = test::on_cuda(masters, DType::F32);
-  cuda::lora_pack(md.ptr<float>(), static_cast<const cuda::LoraPackSeg*>(segs_dev.data()), int64_t(segs.size()),
-                  nA * K);
+  pack(masters, segs, nA * K);
   std::vector<double> want = test::doubles(w0);
   const std::vector<double> m = test::doubles(masters);
   auto put = [&](int64_t src, int64_t row0, int64_t col, int64_t rows, int64_t width, float scale) {
@@ -55,12 +61,7 @@ TEST(LoraPackCuda, LongSegmentSpansBlocks) {
   Tensor w = test::on_cuda(w0, DType::BF16);
   const std::vector<cuda::LoraPackSeg> segs = {{0, w.data(), ld, rows, K, 0.25f},
                                                 {rows * K, static_cast<char*>(w.data()) + K * 2, ld, rows, kx, 1.0f}};
-  const Tensor segs_dev = Tensor::empty(DType::U8, {int64_t(segs.size() * sizeof(cuda::LoraPackSeg))}, Device::CUDA);
-  CUDA_CHECK(cudaMemcpy(segs_dev.data(), segs.data(), segs.size() * sizeof(cuda::LoraPackSeg),
-                        cudaMemcpyHostToDevice));
-  const Tensor md = test::on_cuda(masters, DType::F32);
-  cuda::lora_pack(md.ptr<float>(), static_cast<const cuda::LoraPackSeg*>(segs_dev.data()), int64_t(segs.size()),
-                  rows * K);
+  pack(masters, segs, rows * K);
   const std::vector<double> m = test::doubles(masters);
   std::vector<double> want(size_t(rows * ld));
   for (int64_t i = 0; i < rows; ++i)

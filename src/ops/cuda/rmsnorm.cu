@@ -284,7 +284,7 @@ void rmsnorm_bwd_residual(const void* x, const float* w, const void* dy, float e
           static_cast<bf16*>(dres_bf16), rows, C, ldb);
     };
     // Rows of at most 1024 take the loop (42 registers: a step's 4096 rows all resident at once), as do rows
-    // over 2560 (held, x and dy leave too few warps an SM: slower than the loop at 4096 and 5120).
+    // over 2560 (x and dy held there would leave few warps an SM).
     if (C <= 1024)
       launch(std::integral_constant<int, 0>{});
     else
