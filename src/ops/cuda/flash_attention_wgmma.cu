@@ -1,15 +1,17 @@
 // Fused causal attention for head dim 128 on Hopper (sm_90a): the FlashAttention-3 route. Warpgroups (4 warps)
-// issue wgmma (m64nNk16, bf16 in, fp32 accumulators) on tiles that cp.async brings into shared memory in the
-// 128-byte-swizzled layout wgmma reads; one layout serves every operand: a tile of R rows x 128 dims is stored
-// as two column blocks of 64 dims, [2][R][64] bf16, row r's 16-byte chunk c at chunk c ^ (r % 8). Read along
-// the dims it is a K-major operand; read along the rows, an MN-major one.
-// Forward: CTA per (query head, 128 queries), warpgroup w owns queries 64w..64w+63; per key tile of 128 (from the
-// diagonal back to the first document start, K/V double-buffered): S = Q K^T by wgmma from shared memory, online
-// softmax in registers (log2 domain), O += P V with P as the register A operand. Warpgroup 1 issues its S only
-// after warpgroup 0 ("ping-pong"), so one's softmax runs while the tensor cores work for the other.
+// issue wgmma (m64nNk16, bf16 in, fp32 accumulators) on tiles in shared memory in the 128-byte-swizzled layout
+// wgmma reads; one layout serves every operand: a tile of R rows x 128 dims is stored as two column blocks of 64
+// dims, [2][R][64] bf16, row r's 16-byte chunk c at chunk c ^ (r % 8) (TMA's 128-byte swizzle writes exactly this
+// for a box of 64 columns). Read along the dims it is a K-major operand; read along the rows, an MN-major one.
+// Forward: CTA per (query head, 128 queries), warp-specialised: a producer warpgroup brings Q and each key tile of
+// 128 (from the diagonal back to the first document start) by TMA into mbarrier-guarded stages; two consumer
+// warpgroups of 64 queries each run S = Q K^T by wgmma from shared memory, the online softmax in registers (log2
+// domain) and O += P V with P as the register A operand, taking turns to issue S ("ping-pong") so that one's
+// softmax runs while the tensor cores work for the other, and never meeting at a CTA barrier.
 // Backward: CTA per (kv head, 128 keys), warpgroup w owns keys 64w..64w+63 and keeps their dK and dV (fp32) in
 // registers while the CTA walks the query tiles of 64 that see a key of the tile, for each query head of the
-// group (Q, dO double-buffered). Per step: S^T = K Q^T and dP^T = V dO^T (wgmma from shared memory), P^T and
+// group. K and V once, and Q and dO of each step (double-buffered) come by TMA, one thread issuing; the rows' lse
+// and D by cp.async. Per step: S^T = K Q^T and dP^T = V dO^T (wgmma from shared memory), P^T and
 // dS^T = P^T (dP^T - D) in registers, dV += P^T dO and dK += dS^T Q (A from registers), dS^T to shared memory
 // (double-buffered); dQ = dS K of the step (64 queries x 64 dims per warpgroup) is issued in the next step, beside
 // its dK, and its fp32 atomics into the workspace overlap that product. One CTA barrier per step.
@@ -18,6 +20,9 @@
 // fences, the first backward step as its own instance, and softmax results in registers apart from S.
 // The rest (checks, D, dq from its accumulators) is flash_attention.cu's.
 #include "ops/cuda/flash_attention_wgmma.cuh"
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <climits>
 
@@ -31,14 +36,17 @@ namespace {
 using namespace flash;  // PTX wrappers and constants shared with the mma.sync kernels
 
 constexpr int kD = 128;                     // head dim
-constexpr int kThreads = 256;               // two warpgroups
+constexpr int kThreads = 256;               // backward: two warpgroups
+constexpr int kFwdThreads = 384;            // forward: a producer and two consumer warpgroups
+constexpr int kFwdStages = 2;               // forward: K/V stages (3 measured no faster)
 constexpr int kFwdBR = 128, kFwdBC = 128;   // forward: queries per CTA, keys per tile
 constexpr int kBwdBR = 64, kBwdBC = 128;    // backward: queries per step, keys per CTA
-// Shared memory. Forward: Q (32 KB), K and V two stages each (32 KB a tile). Backward: K, V (32 KB each), Q and dO
-// two stages each (16 KB a tile), dS^T (128 keys x 64 queries, 16 KB) two stages, lse / D / doc_start of the two
-// stages' queries. Both: 1 KB more to align the base to 1024 bytes (the swizzle pattern repeats every 1024).
-constexpr size_t kFwdSmem = 5 * 32768 + 1024;
-constexpr size_t kBwdSmem = 10 * 16384 + 6 * kBwdBR * 4 + 1024;
+// Shared memory. Forward: Q (32 KB), K and V per stage (32 KB a tile), 7 barriers. Backward: K, V (32 KB each),
+// Q and dO two stages each (16 KB a tile), dS^T (128 keys x 64 queries, 16 KB) two stages, lse / D / doc_start of
+// the two stages' queries, 3 barriers. Both: 1 KB more to align the base to 1024 bytes (the swizzle pattern
+// repeats every 1024).
+constexpr size_t kFwdSmem = (1 + 2 * kFwdStages) * 32768 + 8 * (1 + 3 * kFwdStages) + 1024;
+constexpr size_t kBwdSmem = 10 * 16384 + 6 * kBwdBR * 4 + 3 * 8 + 1024;
 static_assert(kFwdBR == 128 && kFwdBC == 128 && kBwdBR == 64 && kBwdBC == 128, "the kernels hard-code these");
 
 // The kernels' bodies exist only in the sm_90a image; elsewhere (the portable PTX) they are empty, and
@@ -77,6 +85,48 @@ template <int N>
 __device__ __forceinline__ void reg_fence(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// mbarriers (shared::cta, 64-bit) and TMA. A full barrier counts one arrival (the producer's expect_tx) plus the
+// bytes of the copies it guards; an empty barrier counts the consumers' arrivals.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fence_mbar_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Waits until the barrier's phase with the given parity has completed; the time limit (ns) lets the waiting thread
+// sleep until then rather than return at once and spin.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1, %2;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity), "r"(10000000u)
+      : "memory");
+}
+// A box of the 2-D tensor map (columns c, rows r onwards) into shared memory at dst; completes on bar.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c, int r, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c), "r"(r), "r"(bar)
+      : "memory");
+}
+// Moves registers between warpgroups: the producer gives up what the consumers then take.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
 // Shared-memory matrix descriptor, 128-byte swizzle: start address, leading byte offset (K-major: unused; MN-major:
@@ -149,20 +199,6 @@ __device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TB));
 }
 
-// Rows [row0, row0 + ROWS) x kD columns of a bf16 matrix (`stride` elements per row) into the swizzled [2][ROWS][64]
-// tile at shared address s; rows at or past T are zero-filled. All kThreads threads take part.
-template <int ROWS>
-__device__ __forceinline__ void load_tile(uint32_t s, const bf16* g, int64_t stride, int row0, int T) {
-  static_assert(ROWS * 16 % kThreads == 0, "tile rows must split evenly over the CTA");
-#pragma unroll
-  for (int it = 0; it < ROWS * 16 / kThreads; ++it) {
-    const int i = it * kThreads + int(threadIdx.x), r = i >> 4, c = i & 15, t = row0 + r;
-    const bool ok = t < T;
-    const uint32_t dst = s + (c >> 3) * (ROWS * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
-    cp_async16(dst, g + (ok ? int64_t(t) * stride : 0) + c * 8, ok);
-  }
-}
-
 // The m16n8k16 A fragment of columns [16 kk, 16 kk + 16) of a 64 x N accumulator, as bf16 (the accumulator layout
 // of wgmma is that of mma.sync repeated over 8-column blocks: d[4j..4j+3] = rows g, g, g+8, g+8 of block j).
 template <int N>
@@ -191,15 +227,15 @@ __device__ __forceinline__ void fwd_issue_s(float (&s)[64], uint32_t sQw, uint32
 struct FwdRows {
   int r[2], ds[2];  // the rows (queries) and the first key each sees (INT_MAX: a row past T)
 };
-__device__ __forceinline__ void fwd_softmax(const float (&s)[64], const FwdRows& rows, bool mask, int k0, int tq,
-                                            float sl2, float (&m)[2], float (&l)[2], float (&alpha)[2],
-                                            float (&pr)[64]) {
+template <bool kMask>
+__device__ __forceinline__ void fwd_softmax(const float (&s)[64], const FwdRows& rows, int k0, int tq, float sl2,
+                                            float (&m)[2], float (&l)[2], float (&alpha)[2], float (&pr)[64]) {
 #pragma unroll
   for (int j = 0; j < 16; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int key = k0 + 8 * j + 2 * tq + (e & 1), i = e >> 1;
-      pr[4 * j + e] = mask && (key < rows.ds[i] || key > rows.r[i]) ? -INFINITY : s[4 * j + e];
+      pr[4 * j + e] = kMask && (key < rows.ds[i] || key > rows.r[i]) ? -INFINITY : s[4 * j + e];
     }
   float base_[2];
 #pragma unroll
@@ -224,37 +260,67 @@ __device__ __forceinline__ void fwd_softmax(const float (&s)[64], const FwdRows&
 
 #endif  // TUNE_FA_WGMMA_BODY
 
-// Key tiles are visited from the diagonal back, K and V of the next one loading (second stage) during each. Per
-// tile: S = Q K^T, softmax, O += P V, each warpgroup its own 64 rows. Warpgroup 1 issues its S product only once
-// warpgroup 0 has issued its own, so that the tensor cores finish warpgroup 0's first and its softmax runs while
-// they work for warpgroup 1 (the FlashAttention-3 "ping-pong"; without it both products end together and both
-// softmaxes leave the tensor cores idle).
-__global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const WgmmaFwdParams p) {
+// Warp-specialised (the FlashAttention-3 structure): warpgroup 0 is the producer, one thread of which brings Q
+// once and K and V of each key tile (from the diagonal back) into kFwdStages stages by TMA, each stage guarded by
+// full barriers (the copies' bytes landed) and an empty barrier (both consumers are done with it). Warpgroups 1
+// and 2 consume, each its own 64 query rows: S = Q K^T, softmax, O += P V, with no CTA-wide barrier between them.
+// They take turns issuing S (named barriers 1 and 2 pass the turn), so that the tensor cores work for one while
+// the other runs its softmax ("ping-pong"). The producer gives most of its registers to the consumers.
+__global__ void __launch_bounds__(kFwdThreads, 1)
+    flash_fwd_wgmma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
+                           const __grid_constant__ CUtensorMap tm_v, const WgmmaFwdParams p) {
 #if TUNE_FA_WGMMA_BODY
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
-  const uint32_t sQ = base, sK0 = base + 32768, sV0 = base + 3 * 32768;  // stage b: sK0 + b * 32768
-  // The warpgroup and warp indices through a shuffle: the compiler then knows them warp-uniform (shared-memory
-  // descriptors built from them can live in uniform registers).
+  // Q, then per stage K and V (32 KB each), then the barriers: q_full, k_full[S], v_full[S], empty[S].
+  const uint32_t sQ = base, sK0 = base + 32768, sV0 = sK0 + kFwdStages * 32768;
+  const uint32_t bar = sV0 + kFwdStages * 32768, q_full = bar;
+  auto k_full = [&](int st) { return bar + 8 + 8 * st; };
+  auto v_full = [&](int st) { return bar + 8 + 8 * (kFwdStages + st); };
+  auto empty = [&](int st) { return bar + 8 + 8 * (2 * kFwdStages + st); };
   const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid >> 5, 0), wg = warp >> 2,
             wq = warp & 3;
-  const int g = lane >> 2, tq = lane & 3;
-  // Heads vary fastest in launch order.
   const int T = p.T, h = blockIdx.x, kh = h / p.group;
   const auto [q0, kb_first, kb_last, ds_last] = fwd_tile<kFwdBR, kFwdBC>(p.doc_start, T);
-  const bf16* gk = p.k + int64_t(kh) * kD;
-  const bf16* gv = p.v + int64_t(kh) * kD;
-  const uint32_t sQw = sQ + wg * 8192;  // this warpgroup's 64 rows of each column block
+  if (tid == 0) {
+    mbar_init(q_full, 1);
+    for (int st = 0; st < kFwdStages; ++st) {
+      mbar_init(k_full(st), 1);
+      mbar_init(v_full(st), 1);
+      mbar_init(empty(st), 2 * 128);
+    }
+    fence_mbar_init();
+  }
+  __syncthreads();
 
-  load_tile<kFwdBR>(sQ, p.q + int64_t(h) * kD, p.q_stride, q0, T);
-  load_tile<kFwdBC>(sK0, gk, p.k_stride, kb_last * kFwdBC, T);
-  load_tile<kFwdBC>(sV0, gv, p.v_stride, kb_last * kFwdBC, T);
-  cp_async_commit();
-
+  if (wg == 0) {  // producer
+    setmaxnreg_dec<24>();
+    if (tid != 0) return;
+    const int qc = h * kD, kc = kh * kD;
+    mbar_expect_tx(q_full, 32768);
+    tma_load_2d(sQ, &tm_q, qc, q0, q_full);
+    tma_load_2d(sQ + 16384, &tm_q, qc + 64, q0, q_full);
+    for (int kb = kb_last, it = 0; kb >= kb_first; --kb, ++it) {
+      const int st = it % kFwdStages, k0 = kb * kFwdBC;
+      if (it >= kFwdStages) mbar_wait(empty(st), ((it / kFwdStages) - 1) & 1);
+      const uint32_t sK = sK0 + st * 32768, sV = sV0 + st * 32768;
+      mbar_expect_tx(k_full(st), 32768);
+      tma_load_2d(sK, &tm_k, kc, k0, k_full(st));
+      tma_load_2d(sK + 16384, &tm_k, kc + 64, k0, k_full(st));
+      mbar_expect_tx(v_full(st), 32768);
+      tma_load_2d(sV, &tm_v, kc, k0, v_full(st));
+      tma_load_2d(sV + 16384, &tm_v, kc + 64, k0, v_full(st));
+    }
+    return;
+  }
+  setmaxnreg_inc<240>();
+  const int cw = wg - 1;  // consumer 0 or 1
+  const int g = lane >> 2, tq = lane & 3;
+  const uint32_t sQw = sQ + cw * 8192;  // this warpgroup's 64 rows of each column block
   FwdRows rows;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    rows.r[i] = q0 + wg * 64 + wq * 16 + g + 8 * i;
+    rows.r[i] = q0 + cw * 64 + wq * 16 + g + 8 * i;
     rows.ds[i] = rows.r[i] < T ? (p.doc_start ? p.doc_start[rows.r[i]] : 0) : INT_MAX;
   }
   const float sl2 = p.scale_log2;
@@ -263,28 +329,28 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Wgmm
   for (int i = 0; i < 64; ++i) o[i] = 0.0f;
   reg_fence(o);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
+  // Consumer 0 has the first turn to issue S; a turn passes on once S is issued.
+  const int my_turn = 1 + cw, their_turn = 2 - cw;
+  if (cw == 1) named_barrier_arrive(1, 256);
+  mbar_wait(q_full, 0);
 
-  int buf = 0;
-  for (int kb = kb_last; kb >= kb_first; --kb, buf ^= 1) {
-    const int k0 = kb * kFwdBC;
-    cp_async_wait_all();
-    fence_proxy_async();
-    __syncthreads();  // K(kb), V(kb) have landed; both warpgroups are done with the other stage
-    // The next tile's K and V; issuing them after S instead was 3-4% slower (bench/NOTES_attention.md).
-    if (kb > kb_first) {
-      load_tile<kFwdBC>(sK0 + (buf ^ 1) * 32768, gk, p.k_stride, k0 - kFwdBC, T);
-      load_tile<kFwdBC>(sV0 + (buf ^ 1) * 32768, gv, p.v_stride, k0 - kFwdBC, T);
-      cp_async_commit();
-    }
+  for (int kb = kb_last, it = 0; kb >= kb_first; --kb, ++it) {
+    const int st = it % kFwdStages, k0 = kb * kFwdBC;
+    const uint32_t ph = (it / kFwdStages) & 1;
+    mbar_wait(k_full(st), ph);
     float s[64];
-    if (wg == 1) named_barrier_sync(1, kThreads);
-    fwd_issue_s(s, sQw, sK0 + buf * 32768);
-    if (wg == 0) named_barrier_arrive(1, kThreads);
+    named_barrier_sync(my_turn, 256);
+    fwd_issue_s(s, sQw, sK0 + st * 32768);
+    if (cw == 0 || kb > kb_first) named_barrier_arrive(their_turn, 256);
     wgmma_wait<0>();
     reg_fence(s);
     float pr[64];
     // Masks unless every key of the tile precedes every row and lies in every row's document.
-    fwd_softmax(s, rows, !(k0 + kFwdBC - 1 <= q0 && ds_last <= k0), k0, tq, sl2, m, l, alpha, pr);
+    // (Two instances: with a runtime flag ptxas made each element's mask a branch, 24x the branches of the loop.)
+    if (!(k0 + kFwdBC - 1 <= q0 && ds_last <= k0))
+      fwd_softmax<true>(s, rows, k0, tq, sl2, m, l, alpha, pr);
+    else
+      fwd_softmax<false>(s, rows, k0, tq, sl2, m, l, alpha, pr);
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       o[4 * j] *= alpha[0], o[4 * j + 1] *= alpha[0];
@@ -293,13 +359,15 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Wgmm
     uint32_t pf[8][4];
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) acc_to_a(pr, kk, pf[kk]);
+    mbar_wait(v_full(st), ph);
     // O += P V: 8 steps of 16 keys; V read along its rows (MN-major B).
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) wgmma_rs_n128<1>(o, pf[kk], sw128_desc(sV0 + buf * 32768 + kk * 2048, 16384), 1);
+    for (int kk = 0; kk < 8; ++kk) wgmma_rs_n128<1>(o, pf[kk], sw128_desc(sV0 + st * 32768 + kk * 2048, 16384), 1);
     wgmma_commit();
     wgmma_wait<0>();
     reg_fence(o);
+    mbar_arrive(empty(st));  // this warpgroup no longer reads the stage's K and V
   }
 
   // O / l as bf16 (each quad of lanes writes 16 contiguous bytes of a row) and lse per row.
@@ -320,7 +388,10 @@ __global__ void __launch_bounds__(kThreads, 1) flash_fwd_wgmma_kernel(const Wgmm
 
 // ---- backward -----------------------------------------------------------------------------------------------
 
-__global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const WgmmaBwdParams p) {
+__global__ void __launch_bounds__(kThreads, 1)
+    flash_bwd_wgmma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
+                           const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_do,
+                           const WgmmaBwdParams p) {
 #if TUNE_FA_WGMMA_BODY
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
@@ -328,6 +399,9 @@ __global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const Wgmm
   float* s_lse = reinterpret_cast<float*>(smem_raw + (base - raw) + 163840);  // (2, BR)
   float* s_dvec = s_lse + 2 * kBwdBR;                                         // (2, BR)
   int* s_ds = reinterpret_cast<int*>(s_dvec + 2 * kBwdBR);                    // (2, BR)
+  // Barriers: K and V landed; a stage's Q and dO landed (two).
+  const uint32_t kv_full = smem_u32(s_ds + 2 * kBwdBR);
+  auto full = [&](int buf) { return kv_full + 8 + 8 * buf; };
   // The warpgroup and warp indices through a shuffle: the compiler then knows them warp-uniform (shared-memory
   // descriptors built from them can live in uniform registers).
   const int tid = threadIdx.x, lane = tid & 31, warp = __shfl_sync(0xffffffffu, tid >> 5, 0), wg = warp >> 2,
@@ -337,24 +411,43 @@ __global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const Wgmm
   const int T = p.T, k0 = blockIdx.y * kBwdBC, kh = blockIdx.x;
   const int k_last = min(k0 + kBwdBC, T) - 1;
 
-  load_tile<kBwdBC>(sK, p.k + int64_t(kh) * kD, p.k_stride, k0, T);
-  load_tile<kBwdBC>(sV, p.v + int64_t(kh) * kD, p.v_stride, k0, T);
+  if (tid == 0) {
+    mbar_init(kv_full, 1);
+    mbar_init(full(0), 1);
+    mbar_init(full(1), 1);
+    fence_mbar_init();
+  }
+  __syncthreads();
+  // K and V once, Q and dO of each step by TMA (one thread); rows past T read as zeros.
+  if (tid == 0) {
+    mbar_expect_tx(kv_full, 65536);
+    tma_load_2d(sK, &tm_k, kh * kD, k0, kv_full);
+    tma_load_2d(sK + 16384, &tm_k, kh * kD + 64, k0, kv_full);
+    tma_load_2d(sV, &tm_v, kh * kD, k0, kv_full);
+    tma_load_2d(sV + 16384, &tm_v, kh * kD + 64, k0, kv_full);
+  }
   // Queries that see a key of the tile: [k0, q_end).
   const int q_end = queries_end(p.doc_start, k_last, T);
   const int qt_first = k0 / kBwdBR, nq = (q_end - 1) / kBwdBR - qt_first + 1, n_steps = p.group * nq;
 
-  // Step i: query head kh * group + i / nq, query tile qt_first + i % nq, into stage `buf`.
+  // Step i: query head kh * group + i / nq, query tile qt_first + i % nq, into stage `buf` (Q and dO by TMA, the
+  // rows' lse, D and document start by cp.async).
   auto stage = [&](int i, int buf) {
     const int h = kh * p.group + i / nq, q0 = (qt_first + i % nq) * kBwdBR;
-    load_tile<kBwdBR>(sQ0 + buf * 16384, p.q + int64_t(h) * kD, p.q_stride, q0, T);
-    load_tile<kBwdBR>(sdO0 + buf * 16384, p.d_o + int64_t(h) * kD, p.o_stride, q0, T);
+    if (tid == 0) {
+      mbar_expect_tx(full(buf), 32768);
+      tma_load_2d(sQ0 + buf * 16384, &tm_q, h * kD, q0, full(buf));
+      tma_load_2d(sQ0 + buf * 16384 + 8192, &tm_q, h * kD + 64, q0, full(buf));
+      tma_load_2d(sdO0 + buf * 16384, &tm_do, h * kD, q0, full(buf));
+      tma_load_2d(sdO0 + buf * 16384 + 8192, &tm_do, h * kD + 64, q0, full(buf));
+    }
     if (tid < kBwdBR) {
       const int at = buf * kBwdBR + tid;
       stage_query_row(s_lse + at, s_dvec + at, s_ds + at, p.lse, p.dvec, p.doc_start, h, q0 + tid, T);
     }
     cp_async_commit();
   };
-  stage(0, 0);  // one group with K and V
+  stage(0, 0);
 
   float dka[64], dva[64];
 #pragma unroll
@@ -393,8 +486,9 @@ __global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const Wgmm
   // pipeline shape per instance and does not serialize it).
   auto step = [&]<bool kFirst>(int i) {
     const int buf = i & 1, q0 = (qt_first + i % nq) * kBwdBR;
+    if constexpr (kFirst) mbar_wait(kv_full, 0);
+    mbar_wait(full(buf), (i >> 1) & 1);
     cp_async_wait_all();
-    fence_proxy_async();
     __syncthreads();  // step i has landed, sdS of step i - 1 is complete; both warpgroups are done with step i - 1
     const uint32_t sQ = sQ0 + buf * 16384, sdO = sdO0 + buf * 16384, sds = sdS0 + buf * 16384;
     const float* lse = s_lse + buf * kBwdBR;
@@ -419,25 +513,32 @@ __global__ void __launch_bounds__(kThreads, 1) flash_bwd_wgmma_kernel(const Wgmm
     reg_fence(st);
 
     // P^T = 2^(S^T sl2 - lse[query] log2 e), 0 where masked (past T, before the query's document, after it).
-    const bool need_mask = !(k0 + kBwdBC - 1 <= q0 && q0 + kBwdBR <= T && ds[kBwdBR - 1] <= k0);
+    // (Two instances of the loop: with a runtime flag ptxas may make each element's mask a branch, as it did in the
+    // forward.)
+    auto probs = [&]<bool kMask>() {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int rq = 8 * j + 2 * tq;  // this thread's two query columns rq, rq + 1 (8-byte aligned pairs)
-      const float2 lse2 = *reinterpret_cast<const float2*>(lse + rq);
-      const float nl[2] = {-lse2.x * kLog2e, -lse2.y * kLog2e};
+      for (int j = 0; j < 8; ++j) {
+        const int rq = 8 * j + 2 * tq;  // this thread's two query columns rq, rq + 1 (8-byte aligned pairs)
+        const float2 lse2 = *reinterpret_cast<const float2*>(lse + rq);
+        const float nl[2] = {-lse2.x * kLog2e, -lse2.y * kLog2e};
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float p0 = exp2_approx(fmaf(st[4 * j + e], sl2, nl[e]));
-        float p1 = exp2_approx(fmaf(st[4 * j + 2 + e], sl2, nl[e]));
-        if (need_mask) {
-          const int t = q0 + rq + e, dst = ds[rq + e];
-          const bool tv = t < T;
-          if (!(tv && dst <= key0 && key0 <= t)) p0 = 0.0f;
-          if (!(tv && dst <= key1 && key1 <= t)) p1 = 0.0f;
+        for (int e = 0; e < 2; ++e) {
+          float p0 = exp2_approx(fmaf(st[4 * j + e], sl2, nl[e]));
+          float p1 = exp2_approx(fmaf(st[4 * j + 2 + e], sl2, nl[e]));
+          if constexpr (kMask) {
+            const int t = q0 + rq + e, dst = ds[rq + e];
+            const bool tv = t < T;
+            p0 = tv && dst <= key0 && key0 <= t ? p0 : 0.0f;
+            p1 = tv && dst <= key1 && key1 <= t ? p1 : 0.0f;
+          }
+          st[4 * j + e] = p0, st[4 * j + 2 + e] = p1;
         }
-        st[4 * j + e] = p0, st[4 * j + 2 + e] = p1;
       }
-    }
+    };
+    if (!(k0 + kBwdBC - 1 <= q0 && q0 + kBwdBR <= T && ds[kBwdBR - 1] <= k0))
+      probs.template operator()<true>();
+    else
+      probs.template operator()<false>();
     uint32_t pa[4][4];
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) acc_to_a(st, kk, pa[kk]);
@@ -537,12 +638,48 @@ bool flash_wgmma_supported(int64_t d) {
   return hopper;
 }
 
+namespace {
+
+// The driver's cuTensorMapEncodeTiled, through the runtime (no link against libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+    TUNE_CHECK(f && q == cudaDriverEntryPointSuccess) << "flash_attention: the driver has no cuTensorMapEncodeTiled";
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A 2-D bf16 map over `rows` rows of `cols` columns (row stride `stride` elements), read in boxes of 64 columns x
+// box_rows rows into the 128-byte-swizzled layout; rows past the end read as zeros.
+CUtensorMap tile_map(const bf16* base, int64_t cols, int64_t rows, int64_t stride, int box_rows) {
+  CUtensorMap m;
+  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(stride) * 2};
+  const cuuint32_t box[2] = {64, cuuint32_t(box_rows)};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dims,
+                                          strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  TUNE_CHECK(r == CUDA_SUCCESS) << "flash_attention: cuTensorMapEncodeTiled failed (" << int(r) << ")";
+  return m;
+}
+
+}  // namespace
+
 void flash_wgmma_fwd(const WgmmaFwdParams& p, cudaStream_t stream) {
   static const bool once = (allow_smem(flash_fwd_wgmma_kernel, kFwdSmem), true);
   (void)once;
   const dim3 grid(unsigned(p.nH), unsigned((p.T + kFwdBR - 1) / kFwdBR));
   TUNE_CHECK(grid.y <= 65535) << "flash_attention_fwd: " << p.T << " tokens is too many";
-  flash_fwd_wgmma_kernel<<<grid, kThreads, kFwdSmem, stream>>>(p);
+  const int64_t nKV = p.nH / p.group;
+  const CUtensorMap tq = tile_map(p.q, p.nH * kD, p.T, p.q_stride, kFwdBR);
+  const CUtensorMap tk = tile_map(p.k, nKV * kD, p.T, p.k_stride, kFwdBC);
+  const CUtensorMap tv = tile_map(p.v, nKV * kD, p.T, p.v_stride, kFwdBC);
+  flash_fwd_wgmma_kernel<<<grid, kFwdThreads, kFwdSmem, stream>>>(tq, tk, tv, p);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -551,7 +688,11 @@ void flash_wgmma_bwd(const WgmmaBwdParams& p, cudaStream_t stream) {
   (void)once;
   const dim3 grid(unsigned(p.nKV), unsigned((p.T + kBwdBC - 1) / kBwdBC));
   TUNE_CHECK(grid.y <= 65535) << "flash_attention_bwd: " << p.T << " tokens is too many";
-  flash_bwd_wgmma_kernel<<<grid, kThreads, kBwdSmem, stream>>>(p);
+  const CUtensorMap tq = tile_map(p.q, p.nH * kD, p.T, p.q_stride, kBwdBR);
+  const CUtensorMap tk = tile_map(p.k, p.nKV * kD, p.T, p.k_stride, kBwdBC);
+  const CUtensorMap tv = tile_map(p.v, p.nKV * kD, p.T, p.v_stride, kBwdBC);
+  const CUtensorMap tdo = tile_map(p.d_o, p.nH * kD, p.T, p.o_stride, kBwdBR);
+  flash_bwd_wgmma_kernel<<<grid, kThreads, kBwdSmem, stream>>>(tq, tk, tv, tdo, p);
   CUDA_CHECK(cudaGetLastError());
 }
 
