@@ -1548,10 +1548,10 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
   plan.plan_lora();
   plan.alloc_weights();
   plan.alloc_activations();
-  // Device bytes beside the plan: the optimizer's two fp32 moments per parameter, and what the CUDA runtime and
-  // cuBLAS take as kernels load (a 256 MiB allowance). Of the device's free memory, 5% and
-  // 1 GiB more stay free for allocator slack and the CUDA context; a budget the user gives is taken as it is.
-  const int64_t extra = 8 * plan.nparams + (int64_t(256) << 20);
+  // Device bytes beside the plan: the optimizer's state, and what the CUDA runtime and cuBLAS take as kernels
+  // load (a 256 MiB allowance). Of the device's free memory, 5% and 1 GiB more stay free for allocator slack and
+  // the CUDA context; a budget the user gives is taken as it is.
+  const int64_t extra = cuda_optimizer_bytes(plan.nparams) + (int64_t(256) << 20);
   int64_t usable = budget_bytes;
   if (budget_bytes <= 0) {
     size_t free_b = 0, total_b = 0;

@@ -59,6 +59,10 @@ struct CudaPlanOptions {
   bool keep_u = false;
 };
 
+// Device bytes of the optimizer's state beside a model of n LoRA parameters (CudaTrainer's: AdamW's two fp32
+// moments per parameter and the gradient norm's sum), which the planner counts before the trainer allocates them.
+inline int64_t cuda_optimizer_bytes(int64_t nparams) { return 2 * 4 * nparams + int64_t(sizeof(double)); }
+
 // The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload as
 // few checkpoints as make the plan fit; memory to spare keeps the LoRA u's (keep_u), then attention layers'
 // activations (keep_mid, then keep_qkv), for which more checkpoints are offloaded where the bus has room beside

@@ -33,8 +33,8 @@ class CudaTrainer {
   void upload(const LoraAdapter& adapter, Optimizer& opt);
 
   CudaLoraModel& model() { return *model_; }
-  // Device bytes the optimizer holds beside the model: AdamW's two fp32 moments per parameter, the norm's sum.
-  int64_t optimizer_bytes() const { return 2 * 4 * model_->num_params() + int64_t(sizeof(double)); }
+  // Device bytes the optimizer holds beside the model (cuda_optimizer_bytes).
+  int64_t optimizer_bytes() const { return cuda_optimizer_bytes(model_->num_params()); }
 
  private:
   void init_optimizer(const OptimizerConfig& config);
