@@ -346,7 +346,7 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
     reg_fence(s);
     float pr[64];
     // Masks unless every key of the tile precedes every row and lies in every row's document.
-    // (Two instances: with a runtime flag ptxas made each element's mask a branch, 24x the branches of the loop.)
+    // (Two instances: with a runtime flag ptxas made each element's mask a branch, 24x the old kernel's branches.)
     if (!(k0 + kFwdBC - 1 <= q0 && ds_last <= k0))
       fwd_softmax<true>(s, rows, k0, tq, sl2, m, l, alpha, pr);
     else
