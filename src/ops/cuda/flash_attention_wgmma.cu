@@ -119,6 +119,12 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c), "r"(r), "r"(bar)
       : "memory");
 }
+// A tile of `rows` rows x kD columns from column c, row r: two boxes of 64 columns into the [2][rows][64] layout.
+__device__ __forceinline__ void tma_load_tile(uint32_t dst, const CUtensorMap* map, int c, int r, int rows,
+                                              uint32_t bar) {
+  tma_load_2d(dst, map, c, r, bar);
+  tma_load_2d(dst + rows * 128, map, c + 64, r, bar);
+}
 // Moves registers between warpgroups: the producer gives up what the consumers then take.
 template <int N>
 __device__ __forceinline__ void setmaxnreg_dec() {
@@ -298,18 +304,15 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
     if (tid != 0) return;
     const int qc = h * kD, kc = kh * kD;
     mbar_expect_tx(q_full, 32768);
-    tma_load_2d(sQ, &tm_q, qc, q0, q_full);
-    tma_load_2d(sQ + 16384, &tm_q, qc + 64, q0, q_full);
+    tma_load_tile(sQ, &tm_q, qc, q0, kFwdBR, q_full);
     for (int kb = kb_last, it = 0; kb >= kb_first; --kb, ++it) {
       const int st = it % kFwdStages, k0 = kb * kFwdBC;
       if (it >= kFwdStages) mbar_wait(empty(st), ((it / kFwdStages) - 1) & 1);
       const uint32_t sK = sK0 + st * 32768, sV = sV0 + st * 32768;
       mbar_expect_tx(k_full(st), 32768);
-      tma_load_2d(sK, &tm_k, kc, k0, k_full(st));
-      tma_load_2d(sK + 16384, &tm_k, kc + 64, k0, k_full(st));
+      tma_load_tile(sK, &tm_k, kc, k0, kFwdBC, k_full(st));
       mbar_expect_tx(v_full(st), 32768);
-      tma_load_2d(sV, &tm_v, kc, k0, v_full(st));
-      tma_load_2d(sV + 16384, &tm_v, kc + 64, k0, v_full(st));
+      tma_load_tile(sV, &tm_v, kc, k0, kFwdBC, v_full(st));
     }
     return;
   }
@@ -421,10 +424,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // K and V once, Q and dO of each step by TMA (one thread); rows past T read as zeros.
   if (tid == 0) {
     mbar_expect_tx(kv_full, 65536);
-    tma_load_2d(sK, &tm_k, kh * kD, k0, kv_full);
-    tma_load_2d(sK + 16384, &tm_k, kh * kD + 64, k0, kv_full);
-    tma_load_2d(sV, &tm_v, kh * kD, k0, kv_full);
-    tma_load_2d(sV + 16384, &tm_v, kh * kD + 64, k0, kv_full);
+    tma_load_tile(sK, &tm_k, kh * kD, k0, kBwdBC, kv_full);
+    tma_load_tile(sV, &tm_v, kh * kD, k0, kBwdBC, kv_full);
   }
   // Queries that see a key of the tile: [k0, q_end).
   const int q_end = queries_end(p.doc_start, k_last, T);
@@ -436,10 +437,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int h = kh * p.group + i / nq, q0 = (qt_first + i % nq) * kBwdBR;
     if (tid == 0) {
       mbar_expect_tx(full(buf), 32768);
-      tma_load_2d(sQ0 + buf * 16384, &tm_q, h * kD, q0, full(buf));
-      tma_load_2d(sQ0 + buf * 16384 + 8192, &tm_q, h * kD + 64, q0, full(buf));
-      tma_load_2d(sdO0 + buf * 16384, &tm_do, h * kD, q0, full(buf));
-      tma_load_2d(sdO0 + buf * 16384 + 8192, &tm_do, h * kD + 64, q0, full(buf));
+      tma_load_tile(sQ0 + buf * 16384, &tm_q, h * kD, q0, kBwdBR, full(buf));
+      tma_load_tile(sdO0 + buf * 16384, &tm_do, h * kD, q0, kBwdBR, full(buf));
     }
     if (tid < kBwdBR) {
       const int at = buf * kBwdBR + tid;
