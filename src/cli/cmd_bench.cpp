@@ -119,6 +119,7 @@ int bench_train(int argc, char** argv) {
                   {"keep_mid", plan.keep_mid},
                   {"keep_qkv", plan.keep_qkv},
                   {"bus_qkv", plan.bus_qkv},
+                  {"keep_gu", plan.keep_gu},
                   {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
                   {"loss", loss}};
   if (a.has("--json")) {

@@ -270,6 +270,11 @@ struct CudaLoraModel::Impl {
   // Plan option keep_u: attention layer a's o LoRA u (max_T, r) and layer l's down LoRA u (max_T, r), written by
   // the forward and read by the backward in place of u_o / u_d.
   DeviceBuffer kept_uo, kept_ud;
+  // Plan option keep_gu: the first keep_gu dense FFN layers' gate|up product (max_T, ld_gu), written by the
+  // forward in place of the region's chunk and read by the backward, which skips remaking it. gu_index: per layer,
+  // its slot or -1.
+  DeviceBuffer kept_gu;
+  std::vector<int64_t> gu_index;
   bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
@@ -304,7 +309,11 @@ struct CudaLoraModel::Impl {
   // Contiguous q/k/v copies for head dims the fused attention does not cover (the reference kernel's layout).
   DeviceBuffer cq, ck, cv, cdq, cdk, cdv;
 
-  void* gu() const { return region.p; }
+  // Layer l's gate|up product (and its gradient) for the FFN chunk from row t0: its kept slot, or the region.
+  void* gu(int64_t l, int64_t t0) const {
+    const int64_t i = gu_index[size_t(l)];
+    return i < 0 ? region.p : kept_gu.at((i * max_T + t0) * ld_gu * 2);
+  }
   void* h() const { return region.at(off_h); }
   void* dh() const { return region.at(off_h); }  // (T, I): h (T, ld_h) is spent when it is written
   void* datt() const { return region.p; }
@@ -390,6 +399,9 @@ struct CudaLoraModel::Impl {
     k_qkv.n = std::clamp<int64_t>(o.bus_qkv, 0, (k_att.n - keep_qkv) / 2);
     k_qkv.on = k_qkv.n > 0;
     keep_u = o.keep_u;
+    gu_index.assign(size_t(c.num_layers), -1);
+    for (int64_t l = 0, n = 0; l < c.num_layers; ++l)
+      if (c.layers[size_t(l)].ffn != FfnKind::Moe && n < o.keep_gu) gu_index[size_t(l)] = n++;
     layers.resize(size_t(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
       layers[size_t(l)].mix = c.layers[size_t(l)].mixer;
@@ -589,6 +601,8 @@ struct CudaLoraModel::Impl {
     k_qkv.parts = {{bus_qkv.at(0), T * ld_qkv * 2, ld_qkv * 2}};
     kept_uo = bf(keep_u ? k_att.n * T * r : 0);
     kept_ud = bf(keep_u ? L * T * r : 0);
+    kept_gu = bf(int64_t(std::count_if(gu_index.begin(), gu_index.end(), [](int64_t i) { return i >= 0; })) * T *
+                 ld_gu);
     xn2 = bf(C * ld_xn2);
     u_in = bf(T * 3 * r);
     u_o = bf(T * r);
@@ -1028,9 +1042,14 @@ struct CudaLoraModel::Impl {
       moe_fwd(ly, n, xm, x_out ? static_cast<char*>(x_out) + t0 * H * 2 : nullptr);
       return;
     }
-    linear_fwd(ly, ly.gu, ly.wgu.p, 2 * I, n, xn2.p, u_gu.p, gu(), ld_gu);
+    void* gu_p = gu(l, t0);
+    if (!x_out && gu_index[size_t(l)] >= 0) {
+      lora_u(ly.gu, n, xn2.p, u_gu.p);  // the product is kept: only u
+    } else {
+      linear_fwd(ly, ly.gu, ly.wgu.p, 2 * I, n, xn2.p, u_gu.p, gu_p, ld_gu);
+    }
     // The backward's recompute with the down LoRA's u kept needs no h here: ffn_bwd's SwiGLU backward remakes it.
-    if (x_out || !keep_u) cuda::swiglu_fused_fwd(gu(), h(), n, I, ly.down.ld(), ld_gu);
+    if (x_out || !keep_u) cuda::swiglu_fused_fwd(gu_p, h(), n, I, ly.down.ld(), ld_gu);
     if (x_out) {
       char* xo = static_cast<char*>(x_out) + t0 * H * 2;
       void* ud = ud_at(l, t0);
@@ -1055,18 +1074,19 @@ struct CudaLoraModel::Impl {
                                  dres.as<float>() + t0 * H, dy, n, H);
       return;
     }
+    void* gu_p = gu(l, t0);
     if (keep_u) {
       // h (T, I) comes from the SwiGLU backward, over dh once read, and serves the down LoRA's dA only.
       linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, nullptr, u_d.p, dh(), 0.0f, ud_at(l, t0));
       const bool need_h = ly.down.n() > 0;
-      cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I, ld_gu, need_h ? dh() : nullptr);  // dgu over gu
+      cuda::swiglu_fused_bwd(gu_p, dh(), gu_p, n, I, ld_gu, need_h ? dh() : nullptr);  // dgu over gu
       const LoraG lg = lora_g(ly.down, dy, H, ld_dres);
       lora_da(ly.down, n, lg.p, lg.ld, dh(), I);
     } else {
       linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, h(), u_d.p, dh());
-      cuda::swiglu_fused_bwd(gu(), dh(), gu(), n, I, ld_gu);  // dgu overwrites gu in place
+      cuda::swiglu_fused_bwd(gu_p, dh(), gu_p, n, I, ld_gu);  // dgu overwrites gu in place
     }
-    linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu(), ld_gu, xn2.p, u_gu.p, dx);
+    linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu_p, ld_gu, xn2.p, u_gu.p, dx);
     cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
                                dres.as<float>() + t0 * H, dy, n, H, ld_dres);
   }
@@ -1597,9 +1617,17 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     const bool bus_room = bus / 40e9 <= flops / 400e12;
     const int64_t need = slack < 0 ? std::min<int64_t>(L1, 2 + (-slack + ckpt - 1) / ckpt) : 0;
     const int64_t room = bus_room ? slack + (L1 - 2) * ckpt : need > 0 ? slack + (need - 2) * ckpt : slack;
+    const int64_t gu = T * plan.ld_gu * 2;
     if (room > 0) {
       o.keep_mid = std::clamp<int64_t>(room / mid, 0, plan.k_att.n);
       o.keep_qkv = std::clamp<int64_t>((room - o.keep_mid * mid) / qkv, 0, o.keep_mid);
+      // Beyond every attention layer's: dense FFN layers' gate|up products (one product saved per T ld_gu 2
+      // bytes, as a q|k|v product saves one per its own bytes).
+      if (o.keep_qkv == plan.k_att.n) {
+        const int64_t dense = std::count_if(c.layers.begin(), c.layers.end(),
+                                            [](const LayerSpec& ls) { return ls.ffn != FfnKind::Moe; });
+        o.keep_gu = std::clamp<int64_t>((room - o.keep_mid * mid - o.keep_qkv * qkv) / gu, 0, dense);
+      }
     }
     // The bus time the forward's products leave beyond that carries more q|k|v products through the host: every
     // other layer after the device-kept ones (the bus takes about one of them per layer beside a layer's other
@@ -1615,7 +1643,7 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
       }
     }
     // Offloaded: what the kept activations need beyond the slack, at least what the plan itself needs.
-    const int64_t over = o.keep_mid * mid + (o.keep_qkv + (o.bus_qkv > 0 ? 2 : 0)) * qkv - slack;
+    const int64_t over = o.keep_mid * mid + (o.keep_qkv + (o.bus_qkv > 0 ? 2 : 0)) * qkv + o.keep_gu * gu - slack;
     const int64_t n_off = over > 0 ? std::min<int64_t>(L1, 2 + (over + ckpt - 1) / ckpt) : 0;
     if (n_off > 0) {
       o.offload = true;

@@ -57,6 +57,9 @@ struct CudaPlanOptions {
   // Attention layers' o LoRA u (T r 2 device bytes each) and dense FFN layers' down LoRA u (the same) kept from
   // the forward: the backward skips the products over the out-projection's input and over h that remake them.
   bool keep_u = false;
+  // The first keep_gu dense FFN layers keep their gate|up product (T (2 I + the gu group's kdx) 2 device bytes
+  // each) from the forward: the backward skips recomputing it, the largest product it remakes.
+  int64_t keep_gu = 0;
 };
 
 // Device bytes of the optimizer's state beside a model of n LoRA parameters (CudaTrainer's: AdamW's two fp32
@@ -66,7 +69,7 @@ inline int64_t cuda_optimizer_bytes(int64_t nparams) { return 2 * 4 * nparams + 
 // The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload as
 // few checkpoints as make the plan fit; memory to spare keeps the LoRA u's (keep_u), then attention layers'
 // activations (keep_mid, then keep_qkv), for which more checkpoints are offloaded where the bus has room beside
-// the layers' products.
+// the layers' products; memory beyond every attention layer's keeps gate|up products (keep_gu).
 CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
                                   int64_t budget_bytes = 0);
 

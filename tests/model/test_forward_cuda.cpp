@@ -107,6 +107,7 @@ struct CompareOptions {
   bool keep_attention = false;
   int64_t keep_mid = 0, keep_qkv = 0, bus_qkv = 0;
   bool keep_u = false;
+  int64_t keep_gu = 0;
   double grad_tol = 8e-2;  // relative L2 of every LoRA gradient
 };
 
@@ -152,6 +153,7 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   plan.keep_qkv = o.keep_qkv;
   plan.bus_qkv = o.bus_qkv;
   plan.keep_u = o.keep_u;
+  plan.keep_gu = o.keep_gu;
   CudaLoraModel cm(m, gpu, plan);
   cm.zero_grad();
   const double gpu_loss = cm.forward_backward(batch, scale);
@@ -416,6 +418,10 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
           {.keep_attention = true, .keep_mid = 5, .bus_qkv = 2, .keep_u = true});
   compare(m, "qkv 0 kept, 2, 4 through the host, chunked", {{70, 130, 1, 64}, {200}}, 16,
           {.ffn_chunk = 64, .offload = true, .keep_mid = 2, .keep_qkv = 1, .bus_qkv = 5});
+  compare(m, "gate|up 3 kept, u's kept", {{70, 130, 1, 64}, {200}}, 16,
+          {.keep_mid = 5, .keep_qkv = 5, .keep_u = true, .keep_gu = 3});
+  compare(m, "gate|up all kept, chunked, rank 4", {{70, 130, 1, 64}, {200}}, 4,
+          {.ffn_chunk = 64, .keep_attention = true, .keep_gu = 5});
   Model q = model_random(seeded_qwen35(64, true), 3, 0.05f);
   compare(q, "qwen3.5 xmid 2, qkv 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 2, .keep_qkv = 1, .grad_tol = kDeltaNetGradTol});
@@ -443,6 +449,8 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_EQ(roomy.keep_qkv, n);
   EXPECT_EQ(roomy.bus_qkv, 0);
   EXPECT_TRUE(roomy.keep_u);
+  EXPECT_EQ(roomy.keep_gu, n);  // 36 gate|up products of 4096 x 19488 bf16: 5.4 GiB
+  EXPECT_EQ(cuda_plan_options(c, lc, 4096, 11 * gib).keep_gu, 0);  // not every q|k|v product kept yet
   const CudaPlanOptions tight = cuda_plan_options(c, lc, 4096, gib * 104 / 10);
   EXPECT_TRUE(tight.offload);
   EXPECT_EQ(tight.keep_mid, n);
@@ -451,6 +459,7 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_GT(tight.bus_qkv, 2);  // every other layer after the kept ones, as far as the bus goes
   EXPECT_LE(tight.keep_qkv + 2 * tight.bus_qkv, n);
   EXPECT_TRUE(tight.keep_u);
+  EXPECT_EQ(tight.keep_gu, 0);
   const CudaPlanOptions tighter = cuda_plan_options(c, lc, 4096, gib * 98 / 10);
   EXPECT_LT(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
   const CudaPlanOptions below = cuda_plan_options(c, lc, 4096, gib * 93 / 10);
