@@ -120,7 +120,9 @@ int bench_train(int argc, char** argv) {
                   {"keep_qkv", plan.keep_qkv},
                   {"bus_qkv", plan.bus_qkv},
                   {"keep_gu", plan.keep_gu},
+                  {"drop_w", plan.drop_w},
                   {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
+                  {"host_weights_gib", double(m.host_weights) / gib},
                   {"loss", loss}};
   if (a.has("--json")) {
     std::printf("%s\n", j.dump().c_str());

@@ -109,18 +109,27 @@ namespace {
 struct DeviceBuffer {
   void* p = nullptr;
   int64_t bytes = 0;
+  bool own = true;  // false: a view into another buffer
   DeviceBuffer() = default;
   DeviceBuffer(int64_t n, bool dry) : bytes(n) {
     if (n > 0 && !dry) CUDA_CHECK(cudaMalloc(&p, size_t(n)));
   }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; o.bytes = 0; }
+  static DeviceBuffer view(void* at, int64_t n) {
+    DeviceBuffer b;
+    b.p = at;
+    b.bytes = n;
+    b.own = false;
+    return b;
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p), bytes(o.bytes), own(o.own) { o.p = nullptr; o.bytes = 0; }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     std::swap(p, o.p);
     std::swap(bytes, o.bytes);
+    std::swap(own, o.own);
     return *this;
   }
   ~DeviceBuffer() {
-    if (p) cudaFree(p);
+    if (p && own) cudaFree(p);
   }
   template <class T>
   T* as() const {
@@ -270,11 +279,23 @@ struct CudaLoraModel::Impl {
   // Plan option keep_u: attention layer a's o LoRA u (max_T, r) and layer l's down LoRA u (max_T, r), written by
   // the forward and read by the backward in place of u_o / u_d.
   DeviceBuffer kept_uo, kept_ud;
-  // Plan option keep_gu: the first keep_gu dense FFN layers' gate|up product (max_T, ld_gu), written by the
+  // Plan option keep_gu: the last keep_gu dense FFN layers' gate|up product (max_T, ld_gu), written by the
   // forward in place of the region's chunk and read by the backward, which skips remaking it. gu_index: per layer,
-  // its slot or -1.
-  DeviceBuffer kept_gu;
+  // its slot or -1; slot i (gu_slot bytes) at arena + i gu_slot, the last layer's first.
   std::vector<int64_t> gu_index;
+  int64_t n_gu = 0, gu_slot = 0;
+  // Plan option drop_w: dropped layer j's frozen matrices (w_block bytes: w_in, wo, wgu, wd) lie at arena +
+  // (drop_w - 1 - j) w_block, under the gate|up slots the forward fills after layer j is done, and at host_w +
+  // the same offset. The backward brings them back in pieces of `piece` bytes on the side stream, one per layer
+  // (each once the slots it overwrites are spent, the first after the last layer's backward), and re-packs their
+  // LoRA columns (pack_first[j], pack_count[j] of the pack segments) before layer j's. w_sent: pieces enqueued;
+  // w_ready[j]: layer j's last piece is in; bwd_mark: recorded as each layer's backward starts.
+  DeviceBuffer arena;
+  int64_t drop_w = 0, w_block = 0, reload_bytes = 0, piece = 0, n_pieces = 0, w_sent = 0;
+  void* host_w = nullptr;
+  std::vector<int64_t> pack_first, pack_count;
+  std::vector<cudaEvent_t> w_ready;
+  cudaEvent_t bwd_mark = nullptr;
   bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
@@ -312,7 +333,7 @@ struct CudaLoraModel::Impl {
   // Layer l's gate|up product (and its gradient) for the FFN chunk from row t0: its kept slot, or the region.
   void* gu(int64_t l, int64_t t0) const {
     const int64_t i = gu_index[size_t(l)];
-    return i < 0 ? region.p : kept_gu.at((i * max_T + t0) * ld_gu * 2);
+    return i < 0 ? region.p : arena.at(i * gu_slot + t0 * ld_gu * 2);
   }
   void* h() const { return region.at(off_h); }
   void* dh() const { return region.at(off_h); }  // (T, I): h (T, ld_h) is spent when it is written
@@ -335,6 +356,9 @@ struct CudaLoraModel::Impl {
 
   ~Impl() {
     for (cudaEvent_t e : ready) cudaEventDestroy(e);
+    for (cudaEvent_t e : w_ready) cudaEventDestroy(e);
+    if (bwd_mark) cudaEventDestroy(bwd_mark);
+    if (host_w) cudaFreeHost(host_w);
     if (side) cudaStreamDestroy(side);
     if (host_ckpt) cudaFreeHost(host_ckpt);
     for (const Kept* k : {&k_att, &k_go, &k_qkv}) {
@@ -400,8 +424,18 @@ struct CudaLoraModel::Impl {
     k_qkv.on = k_qkv.n > 0;
     keep_u = o.keep_u;
     gu_index.assign(size_t(c.num_layers), -1);
-    for (int64_t l = 0, n = 0; l < c.num_layers; ++l)
-      if (c.layers[size_t(l)].ffn != FfnKind::Moe && n < o.keep_gu) gu_index[size_t(l)] = n++;
+    n_gu = 0;
+    int64_t first_gu = c.num_layers;  // the first layer keeping gate|up
+    for (int64_t l = c.num_layers - 1; l >= 0 && n_gu < o.keep_gu; --l)
+      if (c.layers[size_t(l)].ffn != FfnKind::Moe) {
+        gu_index[size_t(l)] = n_gu++;
+        first_gu = l;
+      }
+    // Dropped layers: attention and dense FFN layers, all before the first that keeps gate|up.
+    drop_w = 0;
+    while (drop_w < std::min(o.drop_w, first_gu) && c.layers[size_t(drop_w)].mixer != MixerKind::GatedDeltaNet &&
+           c.layers[size_t(drop_w)].ffn != FfnKind::Moe)
+      ++drop_w;
     layers.resize(size_t(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
       layers[size_t(l)].mix = c.layers[size_t(l)].mixer;
@@ -413,14 +447,39 @@ struct CudaLoraModel::Impl {
     }
   }
 
+  // The frozen matrices of an attention layer with a dense FFN: bytes of w_in, wo, wgu and wd.
+  std::array<int64_t, 4> dense_matrix_bytes(const Layer& ly) const {
+    return {(ly.ld_in + ly.in.kdx) * ly.in.ld() * 2, (H + ly.out.kdx) * ly.out.ld() * 2,
+            (2 * I + ly.gu.kdx) * ly.gu.ld() * 2, (H + ly.down.kdx) * ly.down.ld() * 2};
+  }
+
   void alloc_weights() {
     const int64_t L = c.num_layers;
     emb = dev(V * H * 2);
     out_norm = dev(H * 4);
     if (!c.tie_word_embeddings) head = dev(V * H * 2);
     mem.weights += emb.bytes + out_norm.bytes + head.bytes;
+    // The arena: the kept gate|up slots, over the dropped layers' matrices.
+    gu_slot = round_up(max_T * ld_gu * 2, 256);
+    w_block = 0;
+    for (int64_t j = 0; j < drop_w; ++j) {
+      int64_t b = 0;
+      for (int64_t m : dense_matrix_bytes(layers[size_t(j)])) b += round_up(m, 256);
+      w_block = std::max(w_block, b);
+    }
+    arena = dev(std::max(drop_w * w_block, n_gu * gu_slot));
+    mem.activations += arena.bytes;
+    mem.host_weights = drop_w * w_block;
     for (int64_t l = 0; l < L; ++l) {
       Layer& ly = layers[size_t(l)];
+      // A dropped layer's matrices: views into the arena.
+      char* at = l < drop_w && arena.p ? static_cast<char*>(arena.p) + (drop_w - 1 - l) * w_block : nullptr;
+      auto mat = [&](int64_t bytes) {
+        if (l >= drop_w) return dev(bytes);
+        DeviceBuffer v = DeviceBuffer::view(at, bytes);
+        if (at) at += round_up(bytes, 256);
+        return v;
+      };
       if (ly.mix == MixerKind::GatedDeltaNet) {
         ly.w_in = dev(Ncv * H * 2);
         ly.w_in2 = dev(Nzba * H * 2);
@@ -430,9 +489,10 @@ struct CudaLoraModel::Impl {
         ly.dt_bias = dev(nV * 4);
         ly.gnorm = dev(dv * 4);
       } else {
-        ly.w_in = dev((ly.ld_in + ly.in.kdx) * ly.in.ld() * 2);
+        const std::array<int64_t, 4> mb = dense_matrix_bytes(ly);
+        ly.w_in = mat(mb[0]);
         if (c.attention_bias) ly.b_in = dev(Nqkv * 2);
-        ly.wo = dev((H + ly.out.kdx) * ly.out.ld() * 2);
+        ly.wo = mat(mb[1]);
         if (c.qk_norm) {
           ly.q_norm = dev(d * 4);
           ly.k_norm = dev(d * 4);
@@ -448,8 +508,9 @@ struct CudaLoraModel::Impl {
           ly.sh_gate = dev(H * 2);
         }
       } else {
-        ly.wgu = dev((2 * I + ly.gu.kdx) * ly.gu.ld() * 2);
-        ly.wd = dev((H + ly.down.kdx) * ly.down.ld() * 2);
+        const std::array<int64_t, 4> mb = dense_matrix_bytes(ly);
+        ly.wgu = mat(mb[2]);
+        ly.wd = mat(mb[3]);
       }
       ly.attn_norm = dev(H * 4);
       ly.ffn_norm = dev(H * 4);
@@ -457,7 +518,7 @@ struct CudaLoraModel::Impl {
            {&ly.w_in, &ly.b_in, &ly.w_in2, &ly.wo, &ly.wgu, &ly.wd, &ly.attn_norm, &ly.ffn_norm, &ly.q_norm, &ly.k_norm,
             &ly.conv, &ly.a_log, &ly.dt_bias, &ly.gnorm, &ly.router, &ly.exp_gu, &ly.exp_d, &ly.sh_gu, &ly.sh_d,
             &ly.sh_gate})
-        mem.weights += b->bytes;
+        if (b->own) mem.weights += b->bytes;
     }
   }
 
@@ -601,8 +662,6 @@ struct CudaLoraModel::Impl {
     k_qkv.parts = {{bus_qkv.at(0), T * ld_qkv * 2, ld_qkv * 2}};
     kept_uo = bf(keep_u ? k_att.n * T * r : 0);
     kept_ud = bf(keep_u ? L * T * r : 0);
-    kept_gu = bf(int64_t(std::count_if(gu_index.begin(), gu_index.end(), [](int64_t i) { return i >= 0; })) * T *
-                 ld_gu);
     xn2 = bf(C * ld_xn2);
     u_in = bf(T * 3 * r);
     u_o = bf(T * r);
@@ -639,7 +698,20 @@ struct CudaLoraModel::Impl {
       k->ready.resize(size_t(k->n));
       for (cudaEvent_t& e : k->ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     }
-    if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on) && !dry)
+    if (drop_w > 0) {
+      // One piece a layer's backward, from the first after the last layer's to the one before layer 0's.
+      const int64_t layers_left = std::max<int64_t>(L - 2, 1);
+      reload_bytes = std::min(drop_w * w_block, n_gu * gu_slot);
+      piece = std::min(gu_slot, round_up(round_up(reload_bytes, layers_left) / layers_left, int64_t(64) << 10));
+      n_pieces = round_up(reload_bytes, piece) / piece;
+      if (!dry) {
+        CUDA_CHECK(cudaHostAlloc(&host_w, size_t(drop_w * w_block), cudaHostAllocDefault));
+        w_ready.resize(size_t(drop_w));
+        for (cudaEvent_t& e : w_ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&bwd_mark, cudaEventDisableTiming));
+      }
+    }
+    if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on || drop_w > 0) && !dry)
       CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
     if (has_moe) {
       const int64_t S = C * kx;
@@ -1271,6 +1343,40 @@ struct CudaLoraModel::Impl {
     if (i >= 1 && i - 1 <= k.n - 3) kept_copy(k, i - 1, T, cudaMemcpyHostToDevice);
   }
 
+  // Backward of layer l, after its own copies were queued: one more piece of the dropped matrices on the side
+  // stream, if the gate|up slots it overwrites are spent (their layers' backward is done), and for a dropped
+  // layer, every piece up to its own last byte; then it waits for them and re-packs its LoRA columns.
+  void bring_back(int64_t l) {
+    if (drop_w == 0) return;
+    // Layer j's bytes that the slots covered: up to end(j).
+    auto end = [&](int64_t j) { return std::min((drop_w - j) * w_block, reload_bytes); };
+    auto spent = [&](int64_t k) {  // piece k's bytes hold no gate|up product still to be read
+      const int64_t slot = (std::min(k * piece + piece, reload_bytes) - 1) / gu_slot;
+      const auto at = std::find(gu_index.begin(), gu_index.end(), slot);
+      return at - gu_index.begin() > l;
+    };
+    const bool dropped = l < drop_w && (drop_w - 1 - l) * w_block < reload_bytes;
+    int64_t upto = w_sent < n_pieces && spent(w_sent) ? w_sent + 1 : w_sent;
+    if (dropped) upto = std::max(upto, round_up(end(l), piece) / piece);
+    if (upto > w_sent) {
+      CUDA_CHECK(cudaEventRecord(bwd_mark, nullptr));
+      CUDA_CHECK(cudaStreamWaitEvent(side, bwd_mark));
+    }
+    for (; w_sent < upto; ++w_sent) {
+      const int64_t a = w_sent * piece, b = std::min(a + piece, reload_bytes);
+      CUDA_CHECK(cudaMemcpyAsync(arena.at(a), static_cast<char*>(host_w) + a, size_t(b - a), cudaMemcpyHostToDevice,
+                                 side));
+      for (int64_t j = 0; j < drop_w; ++j)  // the dropped layers this piece completes
+        if (end(j) > a && end(j) <= b) CUDA_CHECK(cudaEventRecord(w_ready[size_t(j)], side));
+    }
+    if (dropped) {
+      CUDA_CHECK(cudaStreamWaitEvent(nullptr, w_ready[size_t(l)]));
+      if (pack_count[size_t(l)] > 0)
+        cuda::lora_pack(P.as<float>(), static_cast<const cuda::LoraPackSeg*>(pack_segs.p) + pack_first[size_t(l)],
+                        pack_count[size_t(l)], pack_elems);
+    }
+  }
+
   double forward_backward(const CudaBatch& b, float grad_scale) {
     const int64_t T = b.size(), L = c.num_layers;
     if (T == 0) return 0;
@@ -1294,6 +1400,7 @@ struct CudaLoraModel::Impl {
       tgs.push_back(y);
     }
     const int64_t n = int64_t(rws.size());
+    if (n == 0) return 0;  // nothing trained: no loss, no gradient
     CUDA_CHECK(cudaMemcpy(ids.p, b.ids.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(pos.p, b.pos.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(doc_start.p, b.doc_start.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
@@ -1311,10 +1418,6 @@ struct CudaLoraModel::Impl {
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) ffn_fwd(l, t0, std::min(ffn_T, T - t0), x_at(l + 1));
       save_ckpt(l + 1, T);
     }
-    if (n == 0) {
-      CUDA_CHECK(cudaDeviceSynchronize());
-      return 0;
-    }
 
     // Head: xf = norm(x_L) into xn; the loss's gradient w.r.t. xf lands in dres (f32), then through the norm.
     const float eps = norm_eps();
@@ -1328,12 +1431,14 @@ struct CudaLoraModel::Impl {
                                ld_dres);
     // The device checkpoints and the last two offloaded are in their slots; each layer's backward brings the one
     // below back meanwhile.
+    w_sent = 0;
     for (int64_t l = L - 1; l >= 0; --l) {
       wait_ckpt(l);
       prefetch_ckpt(l - 1, T);
       kept_fetch(k_att, att_index[size_t(l)], T);
       kept_fetch(k_go, gdn_index[size_t(l)], T);
       kept_fetch(k_qkv, bus_index(att_index[size_t(l)]), T);
+      bring_back(l);
       use_layer(l);
       mixer_fwd(l, T, x_at(l), true);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) {
@@ -1423,6 +1528,13 @@ struct CudaLoraModel::Impl {
       upload(ly.ffn_norm.p, lw.ffn_norm, DType::F32);
     }
     zero_lora_columns();
+    save_dropped();
+  }
+
+  // The dropped layers' matrices into their host copy, once their values are in place (the LoRA columns are
+  // re-packed after every copy back).
+  void save_dropped() {
+    if (drop_w > 0) CUDA_CHECK(cudaMemcpy(host_w, arena.p, size_t(drop_w * w_block), cudaMemcpyDeviceToHost));
   }
 
   // A folded group's weight: its layer, the weight (rows, g->ld(); kdx rows of A's after them) and the group.
@@ -1453,14 +1565,21 @@ struct CudaLoraModel::Impl {
   // per group with kdx, its A's at the rows after the weight's own.
   void plan_pack() {
     std::vector<cuda::LoraPackSeg> segs;
+    pack_first.assign(size_t(drop_w), 0);
+    pack_count.assign(size_t(drop_w), 0);
     for (const FoldedWeight& f : folded_weights()) {
       const LoraGroup& g = *f.g;
+      const int64_t l = f.ly - layers.data(), first = int64_t(segs.size());
       for (int64_t i = 0; i < g.n() && g.kx > 0; ++i) {
         const LoraSlot& sl = f.ly->lora[size_t(g.targets[size_t(i)])];
         for (const BPart& p : b_parts(sl))
           segs.push_back({sl.b + p.row0 * r, f.w->at((p.col * g.ld() + g.in + i * r) * 2), g.ld(), p.rows, r, s});
       }
       if (g.kdx > 0) segs.push_back({g.a, f.w->at(f.rows * g.ld() * 2), g.ld(), g.kdx, g.in, 1.0f});
+      if (l < drop_w) {  // a layer's segments are consecutive
+        if (pack_count[size_t(l)] == 0) pack_first[size_t(l)] = first;
+        pack_count[size_t(l)] += int64_t(segs.size()) - first;
+      }
     }
     for (const cuda::LoraPackSeg& sg : segs) pack_elems = std::max(pack_elems, sg.rows * sg.width);
     n_pack = int64_t(segs.size());
@@ -1507,6 +1626,7 @@ struct CudaLoraModel::Impl {
       }
     }
     zero_lora_columns();
+    save_dropped();
     CUDA_CHECK(cudaDeviceSynchronize());
   }
 
@@ -1648,6 +1768,32 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     if (n_off > 0) {
       o.offload = true;
       o.keep_ckpt = L1 - n_off;
+    }
+    // With every attention layer's xmid kept, the first layers' frozen matrices may make room for more gate|up
+    // products (drop_w): their device memory holds the last layers' products from the forward to the backward,
+    // which brings the matrices back into the device beside what the forward sent out. The backward takes about
+    // 1.8 times the forward (bench/RESULTS.md: 108.7 against 58.1 ms at qwen3-4b x 4096 and 10.4 GiB, 1.7 times
+    // once 16 layers keep gate|up); at that, 13 dropped layers measured fastest there, 16 left the bus the
+    // bottleneck.
+    int64_t prefix = 0;
+    while (prefix < c.num_layers && c.layers[size_t(prefix)].mixer != MixerKind::GatedDeltaNet &&
+           c.layers[size_t(prefix)].ffn != FfnKind::Moe)
+      ++prefix;
+    if (bus_room && o.keep_mid == plan.k_att.n && prefix > 0) {
+      int64_t wb = 0;
+      for (int64_t m : plan.dense_matrix_bytes(plan.layers[0])) wb += round_up(m, 256);
+      const double back = bus + double(o.bus_qkv * qkv);
+      int64_t w = std::min(prefix, int64_t((1.8 * flops / 400e12 * 40e9 - back) / double(wb)));
+      const int64_t dense = std::count_if(c.layers.begin(), c.layers.end(),
+                                          [](const LayerSpec& ls) { return ls.ffn != FfnKind::Moe; });
+      for (; w > 0; --w) {  // the most the gate|up slots can cover, all after the dropped layers
+        const int64_t n = std::min(o.keep_gu + w * wb / gu, dense);
+        if (n > o.keep_gu && c.num_layers - n >= w) {
+          o.keep_gu = n;
+          o.drop_w = w;
+          break;
+        }
+      }
     }
   }
   return o;

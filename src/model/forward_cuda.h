@@ -32,7 +32,8 @@ struct CudaBatch {
 
 struct CudaMemoryReport {
   int64_t weights = 0, checkpoints = 0, activations = 0, lora = 0, workspace = 0;  // device bytes
-  int64_t host_checkpoints = 0;                                                    // pinned host bytes (offload)
+  int64_t host_checkpoints = 0;  // pinned host bytes (offload)
+  int64_t host_weights = 0;      // pinned host bytes (drop_w)
   int64_t total() const { return weights + checkpoints + activations + lora + workspace; }
 };
 
@@ -57,9 +58,14 @@ struct CudaPlanOptions {
   // Attention layers' o LoRA u (T r 2 device bytes each) and dense FFN layers' down LoRA u (the same) kept from
   // the forward: the backward skips the products over the out-projection's input and over h that remake them.
   bool keep_u = false;
-  // The first keep_gu dense FFN layers keep their gate|up product (T (2 I + the gu group's kdx) 2 device bytes
+  // The last keep_gu dense FFN layers keep their gate|up product (T (2 I + the gu group's kdx) 2 device bytes
   // each) from the forward: the backward skips recomputing it, the largest product it remakes.
   int64_t keep_gu = 0;
+  // The first drop_w layers (attention and dense FFN, before every layer keeping gate|up) give up the device
+  // memory of their frozen matrices from their forward to their backward: the kept gate|up products fill it
+  // meanwhile, and the backward brings the matrices back from pinned host memory as those are spent, over the bus
+  // direction that otherwise carries only the checkpoints and kept activations back.
+  int64_t drop_w = 0;
 };
 
 // Device bytes of the optimizer's state beside a model of n LoRA parameters (CudaTrainer's: AdamW's two fp32
@@ -69,7 +75,9 @@ inline int64_t cuda_optimizer_bytes(int64_t nparams) { return 2 * 4 * nparams + 
 // The options for `max_tokens` under a device-memory budget (bytes; 0 = what the device has free): offload as
 // few checkpoints as make the plan fit; memory to spare keeps the LoRA u's (keep_u), then attention layers'
 // activations (keep_mid, then keep_qkv), for which more checkpoints are offloaded where the bus has room beside
-// the layers' products; memory beyond every attention layer's keeps gate|up products (keep_gu).
+// the layers' products; memory beyond every attention layer's keeps gate|up products (keep_gu). With every xmid
+// kept and room on the bus into the device during the backward, the first layers' matrices give way to more
+// gate|up products (drop_w).
 CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
                                   int64_t budget_bytes = 0);
 

@@ -107,7 +107,8 @@ struct CompareOptions {
   bool keep_attention = false;
   int64_t keep_mid = 0, keep_qkv = 0, bus_qkv = 0;
   bool keep_u = false;
-  int64_t keep_gu = 0;
+  int64_t keep_gu = 0, drop_w = 0;
+  int passes = 1;          // forward_backward calls on the same batch; the last is compared
   double grad_tol = 8e-2;  // relative L2 of every LoRA gradient
 };
 
@@ -154,9 +155,14 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   plan.bus_qkv = o.bus_qkv;
   plan.keep_u = o.keep_u;
   plan.keep_gu = o.keep_gu;
+  plan.drop_w = o.drop_w;
   CudaLoraModel cm(m, gpu, plan);
-  cm.zero_grad();
-  const double gpu_loss = cm.forward_backward(batch, scale);
+  EXPECT_EQ(cm.memory().host_weights > 0, o.drop_w > 0) << what;
+  double gpu_loss = 0;
+  for (int i = 0; i < o.passes; ++i) {
+    cm.zero_grad();
+    gpu_loss = cm.forward_backward(batch, scale);
+  }
   cm.download_adapter(gpu);
   std::printf("[cuda] %-36s loss cpu %.6f gpu %.6f", what.c_str(), cpu_loss * scale, gpu_loss * scale);
   EXPECT_NEAR(gpu_loss, cpu_loss, 1e-2 * std::fabs(cpu_loss)) << what;
@@ -403,8 +409,10 @@ TEST(ForwardCuda, ChunkedFfnAndOffloadedCheckpoints) {
 // keep xmid, 0-1 q|k|v too, the others recompute; with the attention outputs on the host and the FFN in chunks.
 // The o and down LoRA u's kept from the forward: in down's folded columns (r 16) and in its own buffer (r 4,
 // unfolded), with layers that recompute o from the kept u. q|k|v products through the host: layers 1 and 3, or
-// 2 and 4 beside layer 0's on the device. Qwen3.5: the gated attention layers' q|k|v|gate product, and u's beside
-// DeltaNet layers (which keep none).
+// 2 and 4 beside layer 0's on the device. Gate|up products kept by the last layers, over the first layers'
+// matrices (drop_w), run twice so that the second forward uses the matrices the first backward brought back (with
+// 3 slots under 2 dropped layers, layer 0's last matrices were never overwritten). Qwen3.5: the gated attention
+// layers' q|k|v|gate product, and u's beside DeltaNet layers (which keep none).
 TEST(ForwardCuda, KeptActivationsMatchCpu) {
   TUNE_REQUIRE_CUDA();
   Model m = model_random(seeded_qwen3(128, 5), 3, 0.05f);
@@ -422,6 +430,12 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
           {.keep_mid = 5, .keep_qkv = 5, .keep_u = true, .keep_gu = 3});
   compare(m, "gate|up all kept, chunked, rank 4", {{70, 130, 1, 64}, {200}}, 4,
           {.ffn_chunk = 64, .keep_attention = true, .keep_gu = 5});
+  compare(m, "layers 0-1 dropped, gate|up 3 kept, twice", {{70, 130, 1, 64}, {200}}, 16,
+          {.keep_attention = true, .keep_mid = 5, .keep_qkv = 5, .keep_u = true, .keep_gu = 3, .drop_w = 2,
+           .passes = 2});
+  compare(m, "layer 0 dropped, offloaded, chunked, twice", {{70, 130, 1, 64}, {200}}, 16,
+          {.ffn_chunk = 64, .offload = true, .keep_mid = 5, .bus_qkv = 2, .keep_gu = 4, .drop_w = 1,
+           .passes = 2});
   Model q = model_random(seeded_qwen35(64, true), 3, 0.05f);
   compare(q, "qwen3.5 xmid 2, qkv 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 2, .keep_qkv = 1, .grad_tol = kDeltaNetGradTol});
@@ -450,7 +464,7 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_EQ(roomy.bus_qkv, 0);
   EXPECT_TRUE(roomy.keep_u);
   EXPECT_EQ(roomy.keep_gu, n);  // 36 gate|up products of 4096 x 19488 bf16: 5.4 GiB
-  EXPECT_EQ(cuda_plan_options(c, lc, 4096, 11 * gib).keep_gu, 0);  // not every q|k|v product kept yet
+  EXPECT_EQ(roomy.drop_w, 0);
   const CudaPlanOptions tight = cuda_plan_options(c, lc, 4096, gib * 104 / 10);
   EXPECT_TRUE(tight.offload);
   EXPECT_EQ(tight.keep_mid, n);
@@ -459,7 +473,11 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_GT(tight.bus_qkv, 2);  // every other layer after the kept ones, as far as the bus goes
   EXPECT_LE(tight.keep_qkv + 2 * tight.bus_qkv, n);
   EXPECT_TRUE(tight.keep_u);
-  EXPECT_EQ(tight.keep_gu, 0);
+  // Beyond that, the first layers' matrices give way to the last layers' gate|up products (203 and 160 MB).
+  EXPECT_GT(tight.drop_w, 0);
+  EXPECT_GE(tight.keep_gu, tight.drop_w);
+  EXPECT_LE(tight.keep_gu * 160, tight.drop_w * 203);
+  EXPECT_LE(tight.drop_w + tight.keep_gu, n);
   const CudaPlanOptions tighter = cuda_plan_options(c, lc, 4096, gib * 98 / 10);
   EXPECT_LT(tighter.keep_mid + tighter.keep_qkv, tight.keep_mid + tight.keep_qkv);
   const CudaPlanOptions below = cuda_plan_options(c, lc, 4096, gib * 93 / 10);
@@ -469,6 +487,7 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_EQ(below.keep_qkv, 0);
   EXPECT_EQ(below.bus_qkv, 0);
   EXPECT_TRUE(below.keep_u);
+  EXPECT_EQ(below.drop_w, 0);  // not every xmid kept
   const CudaPlanOptions small = cuda_plan_options(c, lc, 4096, 6 * gib);
   EXPECT_TRUE(small.offload);
   EXPECT_EQ(small.keep_ckpt, 0);
@@ -487,6 +506,7 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_GT(more.keep_ckpt, part.keep_ckpt);
   EXPECT_LT(more.keep_ckpt, n06 + 1);
   EXPECT_EQ(more.keep_mid, 0);
+  EXPECT_EQ(more.drop_w, 0);
 }
 
 // Bad input is refused before anything runs on the device.
