@@ -1774,7 +1774,7 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     // which brings the matrices back into the device beside what the forward sent out. The backward takes about
     // 1.8 times the forward (bench/RESULTS.md: 108.7 against 58.1 ms at qwen3-4b x 4096 and 10.4 GiB, 1.7 times
     // once 16 layers keep gate|up); at that, 13 dropped layers measured fastest there, 16 left the bus the
-    // bottleneck.
+    // bottleneck. Their host copies count against the pinned-memory cap beside the kept activations'.
     int64_t prefix = 0;
     while (prefix < c.num_layers && c.layers[size_t(prefix)].mixer != MixerKind::GatedDeltaNet &&
            c.layers[size_t(prefix)].ffn != FfnKind::Moe)
@@ -1783,7 +1783,9 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
       int64_t wb = 0;
       for (int64_t m : plan.dense_matrix_bytes(plan.layers[0])) wb += round_up(m, 256);
       const double back = bus + double(o.bus_qkv * qkv);
-      int64_t w = std::min(prefix, int64_t((1.8 * flops / 400e12 * 40e9 - back) / double(wb)));
+      const int64_t pinned = (o.keep_attention ? att_bytes : 0) + o.bus_qkv * qkv;  // host copies under the cap
+      int64_t w = std::min({prefix, int64_t((1.8 * flops / 400e12 * 40e9 - back) / double(wb)),
+                            std::max<int64_t>(pinned_cap - pinned, 0) / wb});
       const int64_t dense = std::count_if(c.layers.begin(), c.layers.end(),
                                           [](const LayerSpec& ls) { return ls.ffn != FfnKind::Moe; });
       for (; w > 0; --w) {  // the most the gate|up slots can cover, all after the dropped layers
