@@ -1772,8 +1772,8 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     // With every attention layer's xmid kept, the first layers' frozen matrices may make room for more gate|up
     // products (drop_w): their device memory holds the last layers' products from the forward to the backward,
     // which brings the matrices back into the device beside what the forward sent out. The backward takes about
-    // 1.8 times the forward (bench/RESULTS.md: 108.7 against 58.1 ms at qwen3-4b x 4096 and 10.4 GiB, 1.7 times
-    // once 16 layers keep gate|up); at that, 13 dropped layers measured fastest there, 16 left the bus the
+    // 1.8 times the forward (bench/RESULTS.md: 108.7 against 58.1 ms at qwen3-4b x 4096 and 10.4 GiB, 1.75-1.81
+    // times with 10 layers dropped); at that, 13 dropped layers measured fastest there, 16 left the bus the
     // bottleneck. Their host copies count against the pinned-memory cap beside the kept activations'.
     int64_t prefix = 0;
     while (prefix < c.num_layers && c.layers[size_t(prefix)].mixer != MixerKind::GatedDeltaNet &&
