@@ -144,6 +144,15 @@ int64_t round_up(int64_t n, int64_t a) {
   return (n + a - 1) / a * a;
 }
 
+// The layers drop_w may take: the leading run of attention layers with a dense FFN.
+int64_t droppable_layers(const ModelConfig& c) {
+  int64_t n = 0;
+  while (n < c.num_layers && c.layers[size_t(n)].mixer != MixerKind::GatedDeltaNet &&
+         c.layers[size_t(n)].ffn != FfnKind::Moe)
+    ++n;
+  return n;
+}
+
 // t (rows, cols) into device rows `ld` elements apart (0: cols).
 void upload(void* dst, const Tensor& t, DType dt, int64_t ld = 0) {
   const Tensor h = t.to(dt, Device::CPU);
@@ -432,10 +441,7 @@ struct CudaLoraModel::Impl {
         first_gu = l;
       }
     // Dropped layers: attention and dense FFN layers, all before the first that keeps gate|up.
-    drop_w = 0;
-    while (drop_w < std::min(o.drop_w, first_gu) && c.layers[size_t(drop_w)].mixer != MixerKind::GatedDeltaNet &&
-           c.layers[size_t(drop_w)].ffn != FfnKind::Moe)
-      ++drop_w;
+    drop_w = std::clamp<int64_t>(o.drop_w, 0, std::min(first_gu, droppable_layers(c)));
     layers.resize(size_t(c.num_layers));
     for (int64_t l = 0; l < c.num_layers; ++l) {
       layers[size_t(l)].mix = c.layers[size_t(l)].mixer;
@@ -1738,14 +1744,14 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     const int64_t need = slack < 0 ? std::min<int64_t>(L1, 2 + (-slack + ckpt - 1) / ckpt) : 0;
     const int64_t room = bus_room ? slack + (L1 - 2) * ckpt : need > 0 ? slack + (need - 2) * ckpt : slack;
     const int64_t gu = T * plan.ld_gu * 2;
+    const int64_t dense = std::count_if(c.layers.begin(), c.layers.end(),
+                                        [](const LayerSpec& ls) { return ls.ffn != FfnKind::Moe; });
     if (room > 0) {
       o.keep_mid = std::clamp<int64_t>(room / mid, 0, plan.k_att.n);
       o.keep_qkv = std::clamp<int64_t>((room - o.keep_mid * mid) / qkv, 0, o.keep_mid);
       // Beyond every attention layer's: dense FFN layers' gate|up products (one product saved per T ld_gu 2
       // bytes, as a q|k|v product saves one per its own bytes).
       if (o.keep_qkv == plan.k_att.n) {
-        const int64_t dense = std::count_if(c.layers.begin(), c.layers.end(),
-                                            [](const LayerSpec& ls) { return ls.ffn != FfnKind::Moe; });
         o.keep_gu = std::clamp<int64_t>((room - o.keep_mid * mid - o.keep_qkv * qkv) / gu, 0, dense);
       }
     }
@@ -1775,10 +1781,7 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
     // 1.8 times the forward (bench/RESULTS.md: 108.7 against 58.1 ms at qwen3-4b x 4096 and 10.4 GiB, 1.75-1.81
     // times with 10 layers dropped); at that, 13 dropped layers measured fastest there, 16 left the bus the
     // bottleneck. Their host copies count against the pinned-memory cap beside the kept activations'.
-    int64_t prefix = 0;
-    while (prefix < c.num_layers && c.layers[size_t(prefix)].mixer != MixerKind::GatedDeltaNet &&
-           c.layers[size_t(prefix)].ffn != FfnKind::Moe)
-      ++prefix;
+    const int64_t prefix = droppable_layers(c);
     if (bus_room && o.keep_mid == plan.k_att.n && prefix > 0) {
       int64_t wb = 0;
       for (int64_t m : plan.dense_matrix_bytes(plan.layers[0])) wb += round_up(m, 256);
@@ -1786,8 +1789,6 @@ CudaPlanOptions cuda_plan_options(const ModelConfig& c, const LoraConfig& lora, 
       const int64_t pinned = (o.keep_attention ? att_bytes : 0) + o.bus_qkv * qkv;  // host copies under the cap
       int64_t w = std::min({prefix, int64_t((1.8 * flops / 400e12 * 40e9 - back) / double(wb)),
                             std::max<int64_t>(pinned_cap - pinned, 0) / wb});
-      const int64_t dense = std::count_if(c.layers.begin(), c.layers.end(),
-                                          [](const LayerSpec& ls) { return ls.ffn != FfnKind::Moe; });
       for (; w > 0; --w) {  // the most the gate|up slots can cover, all after the dropped layers
         const int64_t n = std::min(o.keep_gu + w * wb / gu, dense);
         if (n > o.keep_gu && c.num_layers - n >= w) {
