@@ -100,6 +100,35 @@ bool cuda_training_supported(const ModelConfig& c, const LoraConfig& lora, std::
   return true;
 }
 
+// Layer l's share grows with the room of the layers from the last one down to l that send for a later layer (all
+// but the first), rounded up to 64 KiB copies; then the slots and the needs bound it.
+std::vector<int64_t> bring_back_schedule(std::span<const double> room, std::span<const int64_t> spent,
+                                         std::span<const int64_t> need, int64_t total) {
+  const size_t L = room.size();
+  auto sends = [&](size_t l) { return l > 0 && spent[l] > 0; };
+  double sum = 0;
+  int64_t sending = 0;
+  for (size_t l = 0; l < L; ++l)
+    if (sends(l)) {
+      sum += std::max(room[l], 0.0);
+      ++sending;
+    }
+  const int64_t grain = int64_t(64) << 10;
+  std::vector<int64_t> upto(L);
+  double acc = 0;
+  int64_t sent = 0;
+  for (size_t l = L; l-- > 0;) {
+    if (sends(l)) acc += sum > 0 ? std::max(room[l], 0.0) : 1.0;  // no room anywhere: even shares
+    const double share = sending == 0 ? 1 : sum > 0 ? acc / sum : acc / double(sending);
+    const int64_t want = std::min(total, (int64_t(share * double(total)) + grain - 1) / grain * grain);
+    // The layer below starts as this one ends: what it needs goes now, as far as the slots allow.
+    const int64_t ahead = std::max(want, l > 0 ? need[l - 1] : 0);
+    sent = std::min(total, std::max({sent, std::min(ahead, spent[l]), need[l]}));
+    upto[l] = sent;
+  }
+  return upto;
+}
+
 #if TUNE_CUDA
 
 namespace {
@@ -295,16 +324,21 @@ struct CudaLoraModel::Impl {
   int64_t n_gu = 0, gu_slot = 0;
   // Plan option drop_w: dropped layer j's frozen matrices (w_block bytes: w_in, wo, wgu, wd) lie at arena +
   // (drop_w - 1 - j) w_block, under the gate|up slots the forward fills after layer j is done, and at host_w +
-  // the same offset. The backward brings them back in pieces of `piece` bytes on the side stream, one per layer
-  // (each once the slots it overwrites are spent, the first after the last layer's backward), and re-packs their
-  // LoRA columns (pack_first[j], pack_count[j] of the pack segments) before layer j's. w_sent: pieces enqueued;
-  // w_ready[j]: layer j's last piece is in; bwd_mark: recorded as each layer's backward starts.
+  // the same offset. The backward brings back the first reload_bytes (what the slots overwrite) on the side stream,
+  // w_upto[l] bytes by the time layer l's backward starts (bring_back_schedule), and re-packs their LoRA columns
+  // (pack_first[j], pack_count[j] of the pack segments) before layer j's. w_sent: bytes enqueued; w_ready[j]: layer
+  // j's last byte is in; bwd_mark: recorded as each layer's backward starts.
   DeviceBuffer arena;
-  int64_t drop_w = 0, w_block = 0, reload_bytes = 0, piece = 0, n_pieces = 0, w_sent = 0;
+  int64_t drop_w = 0, w_block = 0, reload_bytes = 0, w_sent = 0;
   void* host_w = nullptr;
-  std::vector<int64_t> pack_first, pack_count;
+  std::vector<int64_t> pack_first, pack_count, w_upto;
   std::vector<cudaEvent_t> w_ready;
   cudaEvent_t bwd_mark = nullptr;
+  // Each backward times what the next one's schedule shares out: per layer l, its work on the main stream past
+  // its waits (t_layer[2 l], t_layer[2 l + 1]) and its copies of matrices on the side stream (t_copy, w_copied
+  // bytes).
+  std::vector<cudaEvent_t> t_layer, t_copy;
+  std::vector<int64_t> w_copied;
   bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
@@ -365,7 +399,8 @@ struct CudaLoraModel::Impl {
 
   ~Impl() {
     for (cudaEvent_t e : ready) cudaEventDestroy(e);
-    for (cudaEvent_t e : w_ready) cudaEventDestroy(e);
+    for (const auto* v : {&w_ready, &t_layer, &t_copy})
+      for (cudaEvent_t e : *v) cudaEventDestroy(e);
     if (bwd_mark) cudaEventDestroy(bwd_mark);
     if (host_w) cudaFreeHost(host_w);
     if (side) cudaStreamDestroy(side);
@@ -705,16 +740,19 @@ struct CudaLoraModel::Impl {
       for (cudaEvent_t& e : k->ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     }
     if (drop_w > 0) {
-      // One piece a layer's backward, from the first after the last layer's to the one before layer 0's.
-      const int64_t layers_left = std::max<int64_t>(L - 2, 1);
+      // Until a backward was timed, every layer that may send takes an even share.
       reload_bytes = std::min(drop_w * w_block, n_gu * gu_slot);
-      piece = std::min(gu_slot, round_up(round_up(reload_bytes, layers_left) / layers_left, int64_t(64) << 10));
-      n_pieces = round_up(reload_bytes, piece) / piece;
+      plan_bring_back(std::vector<double>(size_t(L), 1.0));
+      w_copied.assign(size_t(L), 0);
       if (!dry) {
         CUDA_CHECK(cudaHostAlloc(&host_w, size_t(drop_w * w_block), cudaHostAllocDefault));
         w_ready.resize(size_t(drop_w));
         for (cudaEvent_t& e : w_ready) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
         CUDA_CHECK(cudaEventCreateWithFlags(&bwd_mark, cudaEventDisableTiming));
+        t_layer.resize(size_t(2 * L));
+        t_copy.resize(size_t(2 * L));
+        for (auto* v : {&t_layer, &t_copy})
+          for (cudaEvent_t& e : *v) CUDA_CHECK(cudaEventCreate(&e));
       }
     }
     if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on || drop_w > 0) && !dry)
@@ -1349,38 +1387,89 @@ struct CudaLoraModel::Impl {
     if (i >= 1 && i - 1 <= k.n - 3) kept_copy(k, i - 1, T, cudaMemcpyHostToDevice);
   }
 
-  // Backward of layer l, after its own copies were queued: one more piece of the dropped matrices on the side
-  // stream, if the gate|up slots it overwrites are spent (their layers' backward is done), and for a dropped
-  // layer, every piece up to its own last byte; then it waits for them and re-packs its LoRA columns.
+  // Dropped layer j's matrices end w_end(j) bytes into the arena; w_dropped(l): the slots overwrite some of l's.
+  int64_t w_end(int64_t j) const { return std::min((drop_w - j) * w_block, reload_bytes); }
+  bool w_dropped(int64_t l) const { return l < drop_w && (drop_w - 1 - l) * w_block < reload_bytes; }
+
+  // Bytes the backward of layer l brings in for layer l - 1 beside the matrices (prefetch_ckpt, kept_fetch).
+  int64_t fetch_bytes(int64_t l, int64_t T) const {
+    auto kept = [&](const Kept& k, int64_t i) {
+      return k.on && i >= 1 && i - 1 <= k.n - 3 ? k.layer_bytes / max_T * T : 0;
+    };
+    const int64_t a = att_index[size_t(l)];
+    return (refetched(l - 1) ? T * H * 2 : 0) + kept(k_att, a) + kept(k_go, gdn_index[size_t(l)]) +
+           kept(k_qkv, bus_index(a));
+  }
+
+  // w_upto from the bus's room beside each layer's own copies. The gate|up slots of the layers after l (slot i
+  // holds the i-th from the last) are spent when l's backward starts.
+  void plan_bring_back(const std::vector<double>& room) {
+    const int64_t L = c.num_layers;
+    std::vector<int64_t> spent(static_cast<size_t>(L)), need(static_cast<size_t>(L));
+    int64_t slots = 0;
+    for (int64_t l = L - 1; l >= 0; --l) {
+      spent[size_t(l)] = std::min(slots * gu_slot, reload_bytes);
+      need[size_t(l)] = w_dropped(l) ? w_end(l) : 0;
+      slots += gu_index[size_t(l)] >= 0;
+    }
+    w_upto = bring_back_schedule(room, spent, need, reload_bytes);
+  }
+
+  // After a backward the host waited for: the next one's schedule, from the room each layer's time left on the bus
+  // (at the rate the matrices' copies ran) beside the layer's own copies.
+  void retime_bring_back(int64_t T) {
+    if (drop_w == 0) return;
+    CUDA_CHECK(cudaStreamSynchronize(side));
+    const int64_t L = c.num_layers;
+    auto ms = [](cudaEvent_t a, cudaEvent_t b) {
+      float t = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+      return double(t);
+    };
+    double copy_ms = 0, copied = 0;
+    for (int64_t l = 0; l < L; ++l)
+      if (w_copied[size_t(l)] > 0) {
+        copy_ms += ms(t_copy[size_t(2 * l)], t_copy[size_t(2 * l + 1)]);
+        copied += double(w_copied[size_t(l)]);
+      }
+    if (copy_ms <= 0) return;
+    std::vector<double> room(static_cast<size_t>(L));
+    for (int64_t l = 0; l < L; ++l)
+      room[size_t(l)] = std::max(0.0, ms(t_layer[size_t(2 * l)], t_layer[size_t(2 * l + 1)]) * copied / copy_ms -
+                                          double(fetch_bytes(l, T)));
+    plan_bring_back(room);
+  }
+
+  // Backward of layer l, after its own copies were queued: the matrices' bytes up to w_upto[l] on the side stream,
+  // in copies that end at each dropped layer's last byte; a dropped layer then waits for its own and re-packs its
+  // LoRA columns. Marks the start of the layer's work (t_layer).
   void bring_back(int64_t l) {
     if (drop_w == 0) return;
-    // Layer j's bytes that the slots covered: up to end(j).
-    auto end = [&](int64_t j) { return std::min((drop_w - j) * w_block, reload_bytes); };
-    auto spent = [&](int64_t k) {  // piece k's bytes hold no gate|up product still to be read
-      const int64_t slot = (std::min(k * piece + piece, reload_bytes) - 1) / gu_slot;
-      const auto at = std::find(gu_index.begin(), gu_index.end(), slot);
-      return at - gu_index.begin() > l;
-    };
-    const bool dropped = l < drop_w && (drop_w - 1 - l) * w_block < reload_bytes;
-    int64_t upto = w_sent < n_pieces && spent(w_sent) ? w_sent + 1 : w_sent;
-    if (dropped) upto = std::max(upto, round_up(end(l), piece) / piece);
+    const int64_t upto = w_upto[size_t(l)];
+    w_copied[size_t(l)] = upto - w_sent;
     if (upto > w_sent) {
       CUDA_CHECK(cudaEventRecord(bwd_mark, nullptr));
       CUDA_CHECK(cudaStreamWaitEvent(side, bwd_mark));
+      CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l)], side));
     }
-    for (; w_sent < upto; ++w_sent) {
-      const int64_t a = w_sent * piece, b = std::min(a + piece, reload_bytes);
-      CUDA_CHECK(cudaMemcpyAsync(arena.at(a), static_cast<char*>(host_w) + a, size_t(b - a), cudaMemcpyHostToDevice,
-                                 side));
-      for (int64_t j = 0; j < drop_w; ++j)  // the dropped layers this piece completes
-        if (end(j) > a && end(j) <= b) CUDA_CHECK(cudaEventRecord(w_ready[size_t(j)], side));
+    while (w_sent < upto) {
+      int64_t b = upto;
+      for (int64_t j = 0; j < drop_w; ++j)
+        if (w_end(j) > w_sent) b = std::min(b, w_end(j));
+      CUDA_CHECK(cudaMemcpyAsync(arena.at(w_sent), static_cast<char*>(host_w) + w_sent, size_t(b - w_sent),
+                                 cudaMemcpyHostToDevice, side));
+      for (int64_t j = 0; j < drop_w; ++j)
+        if (w_end(j) == b) CUDA_CHECK(cudaEventRecord(w_ready[size_t(j)], side));
+      w_sent = b;
     }
-    if (dropped) {
+    if (w_copied[size_t(l)] > 0) CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l + 1)], side));
+    if (w_dropped(l)) {
       CUDA_CHECK(cudaStreamWaitEvent(nullptr, w_ready[size_t(l)]));
       if (pack_count[size_t(l)] > 0)
         cuda::lora_pack(P.as<float>(), static_cast<const cuda::LoraPackSeg*>(pack_segs.p) + pack_first[size_t(l)],
                         pack_count[size_t(l)], pack_elems);
     }
+    CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l)], nullptr));
   }
 
   double forward_backward(const CudaBatch& b, float grad_scale) {
@@ -1453,9 +1542,11 @@ struct CudaLoraModel::Impl {
         ffn_bwd(l, t0, nt);
       }
       mixer_bwd(l, T, x_at(l));
+      if (drop_w > 0) CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l + 1)], nullptr));
     }
     std::vector<float> losses(static_cast<size_t>(n));
     CUDA_CHECK(cudaMemcpy(losses.data(), loss.p, size_t(n) * 4, cudaMemcpyDeviceToHost));
+    retime_bring_back(T);
     double sum = 0;
     for (float v : losses) sum += double(v);
     return sum;

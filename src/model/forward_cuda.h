@@ -81,6 +81,15 @@ inline int64_t cuda_optimizer_bytes(int64_t nparams) { return 2 * 4 * nparams + 
 CudaPlanOptions cuda_plan_options(const ModelConfig& config, const LoraConfig& lora, int64_t max_tokens,
                                   int64_t budget_bytes = 0);
 
+// When the backward brings drop_w's matrices back (`total` bytes, in address order): for each layer l (index l of
+// each span), how many bytes are sent once its backward starts, to arrive while it runs. The bus's room beside
+// the layer's own copies then (room[l], any unit) shares the bytes out, so that busy layers carry fewer; no more
+// than spent[l] (the bytes of the gate|up slots spent by then); what the layer below needs in before it starts
+// (need[l - 1], a dropped layer's last byte) as far as spent[l] allows, and need[l] (<= spent[l]) at the latest.
+// The counts never decrease from the last layer to the first.
+std::vector<int64_t> bring_back_schedule(std::span<const double> room, std::span<const int64_t> spent,
+                                         std::span<const int64_t> need, int64_t total);
+
 class CudaLoraModel {
  public:
   // Copies `model`'s weights to the GPU (bf16) and takes the LoRA layout and values of `adapter`; buffers are

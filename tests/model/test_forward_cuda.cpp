@@ -509,6 +509,44 @@ TEST(ForwardCuda, PlanKeepsWhatTheBudgetAllows) {
   EXPECT_EQ(more.drop_w, 0);
 }
 
+// The schedule that brings dropped matrices back (plain host arithmetic: runs without a device). Six layers, the
+// first two dropped (need), gate|up slots spent from the top: the bytes follow the room of layers 4-1 (layer 0
+// is too late to send for anyone; busy layers 1 and 3 take a third of the others' share), never run ahead of the
+// spent slots (layer 4 sends 100 MiB, layer 3 catches up) and reach each dropped layer a layer ahead of it; with
+// no room anywhere, the sending layers share evenly.
+TEST(ForwardCuda, BringBackFollowsTheBusRoom) {
+  const int64_t mib = int64_t(1) << 20, total = 320 * mib;
+  const std::vector<int64_t> spent = {total, total, total, total, 100 * mib, 0};
+  const std::vector<int64_t> need = {total, 300 * mib, 0, 0, 0, 0};
+  const std::vector<double> room = {30, 1, 3, 1, 3, 3};
+  const std::vector<int64_t> up = bring_back_schedule(room, spent, need, total);
+  ASSERT_EQ(up.size(), 6u);
+  EXPECT_EQ(up[5], 0);  // the last layer's slot is still in use
+  for (size_t l = 0; l < 6; ++l) EXPECT_LE(up[l], spent[l]) << l;
+  EXPECT_TRUE(std::is_sorted(up.rbegin(), up.rend()));
+  // Shares of 320 MiB over room 3 + 1 + 3 + 1 = 8, in 64 KiB steps: 120, 160, 280 (300 due), 320 MiB.
+  EXPECT_EQ(up[4], 100 * mib);
+  EXPECT_EQ(up[3], 160 * mib);
+  EXPECT_EQ(up[2], 300 * mib);
+  EXPECT_EQ(up[1], total);
+  EXPECT_EQ(up[0], total);
+
+  const std::vector<int64_t> even =
+      bring_back_schedule(std::vector<double>(6, 0.0), spent, std::vector<int64_t>(6, 0), total);
+  EXPECT_EQ(even[4], 80 * mib);
+  EXPECT_EQ(even[3], 160 * mib);
+  EXPECT_EQ(even[2], 240 * mib);
+  EXPECT_EQ(even[1], total);
+
+  // Layer 2's own slot (200 to 320 MiB) holds its gate|up product until its backward is done: layer 1's 250 MiB
+  // cannot all go a layer ahead, the rest goes as layer 1 starts.
+  const std::vector<int64_t> late_spent = {total, total, 200 * mib, 100 * mib, 0, 0};
+  const std::vector<int64_t> late_need = {total, 250 * mib, 0, 0, 0, 0};
+  const std::vector<int64_t> late = bring_back_schedule(room, late_spent, late_need, total);
+  EXPECT_EQ(late[2], 200 * mib);
+  EXPECT_EQ(late[1], total);
+}
+
 // Bad input is refused before anything runs on the device.
 TEST(ForwardCuda, RejectsIdsOutsideTheVocabulary) {
   TUNE_REQUIRE_CUDA();
