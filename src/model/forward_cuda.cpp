@@ -355,7 +355,8 @@ struct CudaLoraModel::Impl {
   std::vector<int64_t> m_counts;        // rows per expert of the chunk being processed (host)
   int64_t ffn_T = 0;
   // `region` is shared by phases that never overlap: the FFN (gu, and h, whose space dh takes once down's backward
-  // has read h), the mixer backward and the output head's workspace. Attention backward: datt at 0, dqk, dqkv.
+  // has read h), the mixer backward and the output head's workspace. Attention backward: datt at 0, dqk, dqkv,
+  // then fa_ws (a view) past every mixer's buffers.
   // DeltaNet backward: dzba at 0, dY, dGO, dq, dk, dv, dconv; dproj (T, Ncv) reuses the space from dY once dY .. dv
   // are spent.
   int64_t off_h = 0, off_dqk = 0, off_dqkv = 0;
@@ -808,6 +809,11 @@ struct CudaLoraModel::Impl {
       off_gconv = off_gv + al(T * Vd * 2);
       mixer = std::max(mixer, off_gconv + al(T * Ncv * 2));
     }
+    // Flash attention's backward workspace (its dQ accumulator) follows the mixer backward's buffers: the FFN's
+    // chunk is spent by then.
+    const int64_t off_fa = mixer, fa_bytes =
+        flash ? int64_t(cuda::flash_attention_bwd_workspace_bytes(fa_shape(T, Nqkv))) : 0;
+    mixer += al(fa_bytes);
     // The head's chunk: as many rows as fit in the larger of the two other phases, at least 64, at most 1024.
     const int64_t other = std::max(ffn, mixer);
     head_chunk = 1024;
@@ -815,7 +821,7 @@ struct CudaLoraModel::Impl {
     region = dev(std::max(other, cuda::lm_head_loss_workspace_bytes(head_chunk, H, V)));
     mem.activations += region.bytes;
     if (flash) {
-      fa_ws = dev(int64_t(cuda::flash_attention_bwd_workspace_bytes(fa_shape(T, Nqkv))));
+      fa_ws = DeviceBuffer::view(region.p ? region.at(off_fa) : nullptr, fa_bytes);
     } else {
       cq = bf(T * nH * d);
       ck = bf(T * nKV * d);
@@ -835,7 +841,7 @@ struct CudaLoraModel::Impl {
         lb = std::max(lb, cuda::lora_b_bwd_workspace_bytes(n, r, rows.data(), int(rows.size())));
       }
     lb_ws = dev(lb);
-    mem.workspace += fa_ws.bytes + lb_ws.bytes + cuda::gemm_workspace_bytes();
+    mem.workspace += lb_ws.bytes + cuda::gemm_workspace_bytes();
   }
 
   // ld_v: the row stride of the qkv buffer, whose v columns the attention reads in place.
