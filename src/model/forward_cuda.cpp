@@ -336,9 +336,10 @@ struct CudaLoraModel::Impl {
   cudaEvent_t bwd_mark = nullptr;
   // Each backward times what the next one's schedule shares out: per layer l, its work on the main stream past
   // its waits (t_layer[2 l], t_layer[2 l + 1]) and its copies of matrices on the side stream (t_copy, w_copied
-  // bytes).
+  // bytes); timed_T: its tokens (0 before the first).
   std::vector<cudaEvent_t> t_layer, t_copy;
   std::vector<int64_t> w_copied;
+  int64_t timed_T = 0;
   bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
@@ -1390,8 +1391,10 @@ struct CudaLoraModel::Impl {
   void kept_fetch(Kept& k, int64_t i, int64_t T) {
     if (!k.on || i < 0) return;
     if (i <= k.n - 3) CUDA_CHECK(cudaStreamWaitEvent(nullptr, k.ready[size_t(i)]));
-    if (i >= 1 && i - 1 <= k.n - 3) kept_copy(k, i - 1, T, cudaMemcpyHostToDevice);
+    if (fetches_below(k, i)) kept_copy(k, i - 1, T, cudaMemcpyHostToDevice);
   }
+  // Whether the backward of layer i of k's kind brings i - 1 back (the last two never left their slots).
+  static bool fetches_below(const Kept& k, int64_t i) { return k.on && i >= 1 && i - 1 <= k.n - 3; }
 
   // Dropped layer j's matrices end w_end(j) bytes into the arena; w_dropped(l): the slots overwrite some of l's.
   int64_t w_end(int64_t j) const { return std::min((drop_w - j) * w_block, reload_bytes); }
@@ -1399,9 +1402,7 @@ struct CudaLoraModel::Impl {
 
   // Bytes the backward of layer l brings in for layer l - 1 beside the matrices (prefetch_ckpt, kept_fetch).
   int64_t fetch_bytes(int64_t l, int64_t T) const {
-    auto kept = [&](const Kept& k, int64_t i) {
-      return k.on && i >= 1 && i - 1 <= k.n - 3 ? k.layer_bytes / max_T * T : 0;
-    };
+    auto kept = [&](const Kept& k, int64_t i) { return fetches_below(k, i) ? k.layer_bytes / max_T * T : 0; };
     const int64_t a = att_index[size_t(l)];
     return (refetched(l - 1) ? T * H * 2 : 0) + kept(k_att, a) + kept(k_go, gdn_index[size_t(l)]) +
            kept(k_qkv, bus_index(a));
@@ -1421,14 +1422,15 @@ struct CudaLoraModel::Impl {
     w_upto = bring_back_schedule(room, spent, need, reload_bytes);
   }
 
-  // After a backward the host waited for: the next one's schedule, from the room each layer's time left on the bus
-  // (at the rate the matrices' copies ran) beside the layer's own copies.
-  void retime_bring_back(int64_t T) {
-    if (drop_w == 0) return;
-    CUDA_CHECK(cudaStreamSynchronize(side));
-    const int64_t L = c.num_layers;
+  // This backward's schedule, from the room each layer's time in the last one (of timed_T tokens; 0: none yet)
+  // left on the bus, at the rate the matrices' copies ran, beside the layer's own copies. Run once the forward is
+  // queued, so that the host reads the last backward's events while the device works.
+  void retime_bring_back() {
+    if (drop_w == 0 || timed_T == 0) return;
+    const int64_t L = c.num_layers, T = timed_T;
     auto ms = [](cudaEvent_t a, cudaEvent_t b) {
       float t = 0;
+      CUDA_CHECK(cudaEventSynchronize(b));
       CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
       return double(t);
     };
@@ -1532,6 +1534,7 @@ struct CudaLoraModel::Impl {
                                ld_dres);
     // The device checkpoints and the last two offloaded are in their slots; each layer's backward brings the one
     // below back meanwhile.
+    retime_bring_back();
     w_sent = 0;
     for (int64_t l = L - 1; l >= 0; --l) {
       wait_ckpt(l);
@@ -1550,9 +1553,9 @@ struct CudaLoraModel::Impl {
       mixer_bwd(l, T, x_at(l));
       if (drop_w > 0) CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l + 1)], nullptr));
     }
+    timed_T = T;
     std::vector<float> losses(static_cast<size_t>(n));
     CUDA_CHECK(cudaMemcpy(losses.data(), loss.p, size_t(n) * 4, cudaMemcpyDeviceToHost));
-    retime_bring_back(T);
     double sum = 0;
     for (float v : losses) sum += double(v);
     return sum;

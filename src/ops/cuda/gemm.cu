@@ -79,9 +79,9 @@ Context& context() {
 
 // Up to this many of the heuristic's candidates are timed once per plan, on the call's own operands, and the
 // fastest kept: the heuristic's first choice is not always the fastest for the skinny shapes of LoRA and the odd
-// widths of some models. Outputs over kMaxTimedBytes keep its choice: the bound takes in qwen3-4b's gate|up
-// product and the output head's 512-row logits chunk (155-160 MB), whose timed choice made a training step 0.5%
-// faster (bench/RESULTS.md), and leaves out the largest, whose first launch would take longer to time.
+// widths of some models. Outputs over kMaxTimedBytes keep its choice, which bounds the first step's timing; the
+// bound takes in qwen3-4b's gate|up product and the output head's 512-row logits chunk (155-160 MB), whose timed
+// choices made its training step 0.5% faster (bench/RESULTS.md, call 7 under commit 61da91c).
 constexpr int kCandidates = 6;
 constexpr size_t kMaxTimedBytes = size_t(192) << 20;
 
