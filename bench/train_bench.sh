@@ -10,8 +10,8 @@ shift 3
 for spec in "$@"; do
   IFS=: read -r preset batch seq extra <<<"$spec"
   seq=${seq:-2048}
-  t=$("$tune" bench train --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 2 --json $extra)
-  b=$(python3 bench/hf_baseline.py --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 2 \
+  t=$("$tune" bench train --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 3 --json $extra)
+  b=$(python3 bench/hf_baseline.py --preset "$preset" --batch-size "$batch" --seq-len "$seq" --steps 8 --warmup 3 \
       2>/dev/null | tail -1 || true)
   python3 - "$t" "$b" "$commit" "$out" "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" "$extra" <<'PY'
 import datetime, json, sys

@@ -31,7 +31,7 @@ int bench_train(int argc, char** argv) {
   Args a("bench train", argc, argv,
          {"--preset", "--batch-size", "--seq-len", "--steps", "--warmup", "--lora-r", "--lora-alpha", "--seed",
           "--memory-limit-gib", "--ffn-chunk"},
-         {"--json", "--offload", "--recompute-attention"});
+         {"--json", "--offload", "--recompute-attention", "--no-graphs"});
   const auto t_launch = std::chrono::steady_clock::now();
   const std::string preset = a.require("--preset");
   const ModelConfig config = preset_config(preset);
@@ -59,6 +59,7 @@ int bench_train(int argc, char** argv) {
     plan.keep_ckpt = 0;
   }
   if (a.has("--recompute-attention")) plan.keep_attention = false;
+  if (a.has("--no-graphs")) plan.graphs = false;
   plan.ffn_chunk = a.get_int("--ffn-chunk", 0);
   CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, plan);
   int64_t peak = device_used_bytes() - used0;
@@ -121,6 +122,7 @@ int bench_train(int argc, char** argv) {
                   {"bus_qkv", plan.bus_qkv},
                   {"keep_gu", plan.keep_gu},
                   {"drop_w", plan.drop_w},
+                  {"graph_steps", trainer.model().graph_steps()},
                   {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
                   {"host_weights_gib", double(m.host_weights) / gib},
                   {"loss", loss}};

@@ -340,6 +340,19 @@ struct CudaLoraModel::Impl {
   std::vector<cudaEvent_t> t_layer, t_copy;
   std::vector<int64_t> w_copied;
   int64_t timed_T = 0;
+  // The step's device work as a CUDA graph (plan option graphs): for the last batch shape (T tokens, n trained,
+  // the gradient scale), `runs` steps ran eagerly; once two have (the GEMM plans made, the bring-back schedule
+  // timed), the next is captured and it and every later one of the shape replay it. capturing: a capture is under
+  // way (no timing events, no host reads); join: the side stream's last work, which the capture waits for.
+  struct StepGraph {
+    int64_t T = 0, n = 0;
+    float scale = 0;
+    int runs = 0;
+    cudaGraphExec_t exec = nullptr;
+  } graph;
+  bool graphs = false, capturing = false;
+  int64_t graph_steps = 0;
+  cudaEvent_t join = nullptr;
   bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
@@ -404,6 +417,8 @@ struct CudaLoraModel::Impl {
     for (const auto* v : {&w_ready, &t_layer, &t_copy})
       for (cudaEvent_t e : *v) cudaEventDestroy(e);
     if (bwd_mark) cudaEventDestroy(bwd_mark);
+    if (join) cudaEventDestroy(join);
+    if (graph.exec) cudaGraphExecDestroy(graph.exec);
     if (host_w) cudaFreeHost(host_w);
     if (side) cudaStreamDestroy(side);
     if (host_ckpt) cudaFreeHost(host_ckpt);
@@ -469,6 +484,9 @@ struct CudaLoraModel::Impl {
     k_qkv.n = std::clamp<int64_t>(o.bus_qkv, 0, (k_att.n - keep_qkv) / 2);
     k_qkv.on = k_qkv.n > 0;
     keep_u = o.keep_u;
+    // The MoE step reads its routing back to the host and the reference attention copies synchronously: neither
+    // can be captured.
+    graphs = o.graphs && !has_moe && (flash || k_att.n == 0);
     gu_index.assign(size_t(c.num_layers), -1);
     n_gu = 0;
     int64_t first_gu = c.num_layers;  // the first layer keeping gate|up
@@ -757,8 +775,10 @@ struct CudaLoraModel::Impl {
           for (cudaEvent_t& e : *v) CUDA_CHECK(cudaEventCreate(&e));
       }
     }
-    if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on || drop_w > 0) && !dry)
+    if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on || drop_w > 0) && !dry) {
       CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+      CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+    }
     if (has_moe) {
       const int64_t S = C * kx;
       m_logits = f32(C * E);
@@ -1458,7 +1478,7 @@ struct CudaLoraModel::Impl {
     if (upto > w_sent) {
       CUDA_CHECK(cudaEventRecord(bwd_mark, nullptr));
       CUDA_CHECK(cudaStreamWaitEvent(side, bwd_mark));
-      CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l)], side));
+      if (!capturing) CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l)], side));
     }
     while (w_sent < upto) {
       int64_t b = upto;
@@ -1470,18 +1490,18 @@ struct CudaLoraModel::Impl {
         if (w_end(j) == b) CUDA_CHECK(cudaEventRecord(w_ready[size_t(j)], side));
       w_sent = b;
     }
-    if (w_copied[size_t(l)] > 0) CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l + 1)], side));
+    if (w_copied[size_t(l)] > 0 && !capturing) CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l + 1)], side));
     if (w_dropped(l)) {
       CUDA_CHECK(cudaStreamWaitEvent(nullptr, w_ready[size_t(l)]));
       if (pack_count[size_t(l)] > 0)
         cuda::lora_pack(P.as<float>(), static_cast<const cuda::LoraPackSeg*>(pack_segs.p) + pack_first[size_t(l)],
                         pack_count[size_t(l)], pack_elems);
     }
-    CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l)], nullptr));
+    if (!capturing) CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l)], nullptr));
   }
 
   double forward_backward(const CudaBatch& b, float grad_scale) {
-    const int64_t T = b.size(), L = c.num_layers;
+    const int64_t T = b.size();
     if (T == 0) return 0;
     if (T > max_T)
       throw ConfigError("a micro-batch of " + std::to_string(T) + " tokens exceeds the planned " +
@@ -1509,10 +1529,60 @@ struct CudaLoraModel::Impl {
     CUDA_CHECK(cudaMemcpy(doc_start.p, b.doc_start.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(rows.p, rws.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(targets.p, tgs.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
+    if (graph.T != T || graph.n != n || graph.scale != grad_scale) {
+      drop_graph();
+      graph.T = T, graph.n = n, graph.scale = grad_scale;
+    }
+    if (!graph.exec && graphs && graph.runs >= 2) {
+      retime_bring_back();
+      capture(T, n, grad_scale);
+    }
+    if (graph.exec) {
+      CUDA_CHECK(cudaGraphLaunch(graph.exec, cudaStreamPerThread));
+      ++graph_steps;
+    } else {
+      step(T, n, grad_scale);
+      ++graph.runs;
+      timed_T = T;
+    }
+    std::vector<float> losses(static_cast<size_t>(n));
+    CUDA_CHECK(cudaMemcpy(losses.data(), loss.p, size_t(n) * 4, cudaMemcpyDeviceToHost));
+    double sum = 0;
+    for (float v : losses) sum += double(v);
+    return sum;
+  }
 
+  void drop_graph() {
+    if (graph.exec) CUDA_CHECK(cudaGraphExecDestroy(graph.exec));
+    graph = StepGraph{};
+  }
+
+  // Records step() into graph.exec. The bring-back schedule stays as the last eager step timed it.
+  void capture(int64_t T, int64_t n, float grad_scale) {
+    cudaGraph_t g = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal));
+    capturing = true;
+    try {
+      step(T, n, grad_scale);
+    } catch (...) {
+      capturing = false;
+      cudaStreamEndCapture(cudaStreamPerThread, &g);
+      if (g) cudaGraphDestroy(g);
+      throw;
+    }
+    capturing = false;
+    CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &g));
+    const cudaError_t e = cudaGraphInstantiate(&graph.exec, g, 0);
+    cudaGraphDestroy(g);
+    CUDA_CHECK(e);
+  }
+
+  // The device work of a step on the uploaded batch (T tokens, n of them trained): forward, head, backward.
+  void step(int64_t T, int64_t n, float grad_scale) {
+    const int64_t L = c.num_layers;
     cuda::rope_table(pos.as<int32_t>(), T, c.rotary_dim, c.rope_theta, rope.as<float>());
-    int32_t bad = 0;
-    cuda::embedding_fwd(ids.as<int32_t>(), emb.p, DType::BF16, x_at(0), DType::BF16, T, V, H, &bad);
+    // The ids were checked on the host.
+    cuda::embedding_fwd(ids.as<int32_t>(), emb.p, DType::BF16, x_at(0), DType::BF16, T, V, H, nullptr);
     save_ckpt(0, T);
     for (int64_t l = 0; l < L; ++l) {
       use_layer(l);
@@ -1534,7 +1604,7 @@ struct CudaLoraModel::Impl {
                                ld_dres);
     // The device checkpoints and the last two offloaded are in their slots; each layer's backward brings the one
     // below back meanwhile.
-    retime_bring_back();
+    if (!capturing) retime_bring_back();
     w_sent = 0;
     for (int64_t l = L - 1; l >= 0; --l) {
       wait_ckpt(l);
@@ -1551,14 +1621,12 @@ struct CudaLoraModel::Impl {
         ffn_bwd(l, t0, nt);
       }
       mixer_bwd(l, T, x_at(l));
-      if (drop_w > 0) CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l + 1)], nullptr));
+      if (drop_w > 0 && !capturing) CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l + 1)], nullptr));
     }
-    timed_T = T;
-    std::vector<float> losses(static_cast<size_t>(n));
-    CUDA_CHECK(cudaMemcpy(losses.data(), loss.p, size_t(n) * 4, cudaMemcpyDeviceToHost));
-    double sum = 0;
-    for (float v : losses) sum += double(v);
-    return sum;
+    if (capturing && side) {  // every copy on the side stream ends inside the graph
+      CUDA_CHECK(cudaEventRecord(join, side));
+      CUDA_CHECK(cudaStreamWaitEvent(nullptr, join));
+    }
   }
 
   void upload_weights(const Model& m) {
@@ -1963,6 +2031,7 @@ void CudaLoraModel::copy_flat(float* dev, std::vector<Tensor>& host, bool to_dev
   if (to_device) CUDA_CHECK(cudaMemcpy(dev, flat.data(), flat.size() * 4, cudaMemcpyHostToDevice));
 }
 const CudaMemoryReport& CudaLoraModel::memory() const { return impl_->mem; }
+int64_t CudaLoraModel::graph_steps() const { return impl_->graph_steps; }
 
 #else  // !TUNE_CUDA
 
@@ -1994,6 +2063,7 @@ int64_t CudaLoraModel::num_params() const { no_cuda(); }
 int64_t CudaLoraModel::max_tokens() const { no_cuda(); }
 void CudaLoraModel::copy_flat(float*, std::vector<Tensor>&, bool) const { no_cuda(); }
 const CudaMemoryReport& CudaLoraModel::memory() const { no_cuda(); }
+int64_t CudaLoraModel::graph_steps() const { no_cuda(); }
 
 #endif
 

@@ -84,6 +84,24 @@ std::vector<std::vector<Doc>> make_rows(int64_t V, const std::vector<std::vector
   return rows;
 }
 
+// A row's documents packed: ids, positions from 0 in each document, document starts, targets.
+struct RowArrays {
+  std::vector<int32_t> ids, pos, docs, targets;
+};
+RowArrays row_arrays(const std::vector<Doc>& row) {
+  RowArrays r;
+  for (const Doc& d : row) {
+    const int32_t start = int32_t(r.ids.size());
+    for (size_t t = 0; t < d.ids.size(); ++t) {
+      r.ids.push_back(d.ids[t]);
+      r.pos.push_back(int32_t(t));
+      r.docs.push_back(start);
+      r.targets.push_back(d.targets[t]);
+    }
+  }
+  return r;
+}
+
 double rel_l2(const Tensor& a, const Tensor& b) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < a.numel(); ++i) {
@@ -110,6 +128,7 @@ struct CompareOptions {
   int64_t keep_gu = 0, drop_w = 0;
   int passes = 1;          // forward_backward calls on the same batch; the last is compared
   double grad_tol = 8e-2;  // relative L2 of every LoRA gradient
+  int64_t graph_steps = 0;  // of the passes, how many must replay a CUDA graph (from the third on)
 };
 
 void compare(Model& m, const std::string& what, const std::vector<std::vector<int64_t>>& lengths, int64_t rank,
@@ -128,19 +147,10 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
   CudaBatch batch;
   int64_t max_tokens = 0;
   for (const auto& row : rows) {
-    std::vector<int32_t> ids, pos, docs, targets;
-    for (const Doc& d : row) {
-      const int32_t start = int32_t(ids.size());
-      for (size_t t = 0; t < d.ids.size(); ++t) {
-        ids.push_back(d.ids[t]);
-        pos.push_back(int32_t(t));
-        docs.push_back(start);
-        targets.push_back(d.targets[t]);
-      }
-    }
-    cpu_loss += model_loss_row(m, &cpu, TokenRow{ids, pos, docs}, targets, scale, nullptr).loss_sum;
-    batch.append(ids, pos, docs, targets);
-    max_tokens += int64_t(ids.size());
+    const RowArrays r = row_arrays(row);
+    cpu_loss += model_loss_row(m, &cpu, TokenRow{r.ids, r.pos, r.docs}, r.targets, scale, nullptr).loss_sum;
+    batch.append(r.ids, r.pos, r.docs, r.targets);
+    max_tokens += int64_t(r.ids.size());
   }
 
   LoraAdapter gpu = random_adapter(m.config, 11, rank);
@@ -163,6 +173,7 @@ void compare(Model& m, const std::string& what, const std::vector<std::vector<in
     cm.zero_grad();
     gpu_loss = cm.forward_backward(batch, scale);
   }
+  EXPECT_EQ(cm.graph_steps(), o.graph_steps) << what;
   cm.download_adapter(gpu);
   std::printf("[cuda] %-36s loss cpu %.6f gpu %.6f", what.c_str(), cpu_loss * scale, gpu_loss * scale);
   EXPECT_NEAR(gpu_loss, cpu_loss, 1e-2 * std::fabs(cpu_loss)) << what;
@@ -436,6 +447,10 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
   compare(m, "layer 0 dropped, offloaded, chunked, twice", {{70, 130, 1, 64}, {200}}, 16,
           {.ffn_chunk = 64, .offload = true, .keep_mid = 5, .bus_qkv = 2, .keep_gu = 4, .drop_w = 1,
            .passes = 2});
+  // The third pass captures the step into a CUDA graph and runs it, the fourth replays it.
+  compare(m, "layer 0 dropped, offloaded, graph replayed", {{70, 130, 1, 64}, {200}}, 16,
+          {.offload = true, .keep_attention = true, .keep_mid = 5, .bus_qkv = 2, .keep_gu = 4, .drop_w = 1,
+           .passes = 4, .graph_steps = 2});
   Model q = model_random(seeded_qwen35(64, true), 3, 0.05f);
   compare(q, "qwen3.5 xmid 2, qkv 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 2, .keep_qkv = 1, .grad_tol = kDeltaNetGradTol});
@@ -443,6 +458,71 @@ TEST(ForwardCuda, KeptActivationsMatchCpu) {
           {.keep_attention = true, .bus_qkv = 1, .grad_tol = kDeltaNetGradTol});
   compare(q, "qwen3.5 u's and xmid 1 kept", {{70, 9, 50}, {130}}, 16,
           {.keep_attention = true, .keep_mid = 1, .keep_u = true, .grad_tol = kDeltaNetGradTol});
+  compare(q, "qwen3.5 graph replayed", {{70, 9, 50}, {130}}, 16,
+          {.keep_attention = true, .bus_qkv = 1, .passes = 4, .grad_tol = kDeltaNetGradTol, .graph_steps = 2});
+}
+
+// A replayed step runs on the batch it is given: after the capture (third step of one batch), a batch of the same
+// shape but other tokens gives the gradients an eager run of it gives, up to the order of the attention's fp32
+// atomics and the bf16 roundings that order may flip; a replay of the captured batch's tokens would be O(1) off.
+TEST(ForwardCuda, GraphReplayTakesEachBatch) {
+  TUNE_REQUIRE_CUDA();
+  Model m = model_random(seeded_qwen3(128, 5), 3, 0.05f);
+  const int32_t V = int32_t(m.config.vocab_size);
+  auto other = [&](int32_t id) { return (id * 7 + 3) % V; };
+  CudaBatch b1, b2;
+  int64_t trained = 0;
+  for (std::vector<Doc>& row : make_rows(V, {{70, 130, 1, 64}, {200}}, 5)) {
+    const RowArrays r1 = row_arrays(row);
+    for (Doc& d : row) {
+      for (int32_t& id : d.ids) id = other(id);
+      for (int32_t& y : d.targets) {
+        trained += y != -100;
+        if (y != -100) y = other(y);
+      }
+    }
+    const RowArrays r2 = row_arrays(row);
+    b1.append(r1.ids, r1.pos, r1.docs, r1.targets);
+    b2.append(r2.ids, r2.pos, r2.docs, r2.targets);
+  }
+  const float scale = float(1.0 / double(trained));
+  LoraAdapter a = random_adapter(m.config, 11, 16);
+  CudaPlanOptions plan;
+  plan.max_tokens = b1.size();
+  plan.offload = true;
+  plan.keep_attention = true;
+  plan.keep_mid = 5;
+  plan.bus_qkv = 2;
+  plan.keep_gu = 4;
+  plan.drop_w = 1;
+  CudaLoraModel graphed(m, a, plan);
+  plan.graphs = false;
+  CudaLoraModel eager(m, a, plan);
+  for (int i = 0; i < 3; ++i) {
+    graphed.zero_grad();
+    graphed.forward_backward(b1, scale);
+  }
+  graphed.zero_grad();
+  const double lg = graphed.forward_backward(b2, scale);
+  EXPECT_EQ(graphed.graph_steps(), 2);
+  eager.zero_grad();
+  const double le = eager.forward_backward(b2, scale);
+  EXPECT_EQ(eager.graph_steps(), 0);
+  EXPECT_NEAR(lg, le, 1e-4 * std::fabs(le));
+  LoraAdapter ag = random_adapter(m.config, 11, 16), ae = random_adapter(m.config, 11, 16);
+  graphed.download_adapter(ag);
+  eager.download_adapter(ae);
+  double worst = 0;
+  for (size_t l = 0; l < ae.layers.size(); ++l)
+    for (int t = 0; t < kLoraTargets; ++t) {
+      const LoraWeights& e = ae.layers[l][size_t(t)];
+      if (!e.defined()) continue;
+      const LoraWeights& g = ag.layers[l][size_t(t)];
+      worst = std::max({worst, rel_l2(g.dA, e.dA), rel_l2(g.dB, e.dB)});
+    }
+  std::printf("[cuda] graph replay of another batch: loss %.6f vs eager %.6f, worst grad rel L2 %.3g\n",
+              lg * scale, le * scale, worst);
+  EXPECT_LE(worst, 5e-3);
 }
 
 // The planner under memory budgets. qwen3-4b, 2 x 2048 (the bus has room beside its products): room to spare

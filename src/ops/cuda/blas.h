@@ -1,5 +1,5 @@
-// cuBLAS for the CUDA ops: one handle for the process (created on first use, on the default stream 0) and a
-// check macro. GEMMs run with fp32 compute (CUBLAS_COMPUTE_32F; no TF32, split-K sums in fp32) on f32 or bf16
+// cuBLAS for the CUDA ops: one handle for the process (created on first use, on the calling thread's default
+// stream) and a check macro. GEMMs run with fp32 compute (CUBLAS_COMPUTE_32F; no TF32, split-K sums in fp32) on f32 or bf16
 // storage.
 #pragma once
 
@@ -16,5 +16,11 @@
 namespace tune::cuda {
 
 cublasHandle_t blas_handle();
+
+// The stream a library call gets for an op's stream argument: null is the calling thread's default stream, as for
+// tune's own launches (the build's per-thread default stream); cuBLAS would take null as the legacy stream 0.
+inline cudaStream_t op_stream(void* stream) {
+  return stream ? static_cast<cudaStream_t>(stream) : cudaStreamPerThread;
+}
 
 }  // namespace tune::cuda

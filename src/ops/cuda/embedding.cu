@@ -33,8 +33,9 @@ int64_t embedding_fwd(const int32_t* ids, const void* table, DType table_dt, voi
   if (T == 0) return -1;
   TUNE_CHECK(T <= INT_MAX) << "embedding: " << T << " positions";
   const int none = INT_MAX;
-  CUDA_CHECK(
-      cudaMemcpyToSymbolAsync(g_first_bad_pos, &none, sizeof(int), 0, cudaMemcpyHostToDevice, nullptr));
+  if (bad_id)
+    CUDA_CHECK(
+        cudaMemcpyToSymbolAsync(g_first_bad_pos, &none, sizeof(int), 0, cudaMemcpyHostToDevice, nullptr));
   with_float_type(table_dt, [&](auto ti) {
     with_float_type(y_dt, [&](auto to) {
       using Ti = decltype(ti);
@@ -44,6 +45,7 @@ int64_t embedding_fwd(const int32_t* ids, const void* table, DType table_dt, voi
     });
   });
   TUNE_CUDA_LAUNCHED();
+  if (!bad_id) return -1;
   int bad = none;
   CUDA_CHECK(cudaMemcpyFromSymbol(&bad, g_first_bad_pos, sizeof(int)));
   if (bad == none) return -1;

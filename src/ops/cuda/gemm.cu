@@ -144,7 +144,12 @@ Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
   // heuristic's choice.
   const size_t dbytes = size_t(k.M) * size_t(k.ldd) * (DType(k.d) == DType::BF16 ? 2 : 4);
   const bool accumulates = op.C == op.D;
-  if (found == 1 || dbytes > kMaxTimedBytes || (accumulates && dbytes > kScratchBytes)) return p;
+  // Nothing is timed while a CUDA graph captures the stream (its steps run only at replay).
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(op.stream, &capture));
+  if (found == 1 || dbytes > kMaxTimedBytes || (accumulates && dbytes > kScratchBytes) ||
+      capture != cudaStreamCaptureStatusNone)
+    return p;
   void* out = accumulates ? ctx.scratch : op.D;
   cudaEvent_t e0, e1;
   CUDA_CHECK(cudaEventCreate(&e0));
@@ -187,7 +192,7 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOpera
     auto it = ctx.plans.find(key);
     if (it == ctx.plans.end()) {
       const Operands op{A.data, B.data, beta == 0.0f ? nullptr : (C ? C : D), D, alpha, beta,
-                        static_cast<cudaStream_t>(stream)};
+                        op_stream(stream)};
       it = ctx.plans.emplace(key, make_plan(ctx, key, op)).first;
     }
     plan = &it->second;
@@ -197,13 +202,13 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOpera
                                                   sizeof bias));
   CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->desc, &alpha, B.data, plan->a, A.data, plan->b, &beta,
                                 C ? C : D, plan->d, D, plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes,
-                                static_cast<cudaStream_t>(stream)));
+                                op_stream(stream)));
 }
 
 void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
                   int64_t b_stride, bool trans_b, float alpha, float beta, void* D, int64_t ldd, void* stream) {
   cublasHandle_t h = blas_handle();
-  CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(stream)));
+  CUBLAS_CHECK(cublasSetStream(h, op_stream(stream)));
   const auto* a = static_cast<const uint16_t*>(A);
   const auto* b = static_cast<const uint16_t*>(B);
   auto* d = static_cast<uint16_t*>(D);
@@ -219,13 +224,13 @@ void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void*
     }
     row += m;
   }
-  CUBLAS_CHECK(cublasSetStream(h, nullptr));
+  CUBLAS_CHECK(cublasSetStream(h, cudaStreamPerThread));
 }
 
 void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, const void* A, int64_t lda,
                         const void* B, int64_t ldb, float alpha, float* D, int64_t d_stride, void* stream) {
   cublasHandle_t h = blas_handle();
-  CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(stream)));
+  CUBLAS_CHECK(cublasSetStream(h, op_stream(stream)));
   const float beta = 1.0f;
   const auto* a = static_cast<const uint16_t*>(A);
   const auto* b = static_cast<const uint16_t*>(B);
@@ -240,7 +245,7 @@ void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, con
     }
     row += m;
   }
-  CUBLAS_CHECK(cublasSetStream(h, nullptr));
+  CUBLAS_CHECK(cublasSetStream(h, cudaStreamPerThread));
 }
 
 int64_t gemm_workspace_bytes() {
