@@ -340,19 +340,31 @@ struct CudaLoraModel::Impl {
   std::vector<cudaEvent_t> t_layer, t_copy;
   std::vector<int64_t> w_copied;
   int64_t timed_T = 0;
-  // The step's device work as a CUDA graph (plan option graphs): for the last batch shape (T tokens, n trained,
-  // the gradient scale), `runs` steps ran eagerly; once two have (the GEMM plans made, the bring-back schedule
-  // timed), the next is captured and it and every later one of the shape replay it. capturing: a capture is under
-  // way (no timing events, no host reads); join: the side stream's last work, which the capture waits for.
-  struct StepGraph {
+  // The step recorded for replay (plan option graphs): the main stream's work between its waits and records of
+  // events as CUDA graphs, and those waits and records and the side stream's work as the host issues them (a
+  // graph's own copies between host and device measured 10-13% slower than the side stream's, and the bus is
+  // what the backward waits for). For the last batch shape (T tokens, n trained, the gradient scale) `runs` steps
+  // ran eagerly; once two have (the GEMM plans made, the bring-back schedule timed), the next is recorded and it
+  // and every later one of the shape replay the program. recording: the host issues nothing, it appends.
+  struct Action {
+    enum Kind { kGraph, kRecord, kWait, kCopy } kind = kGraph;
+    cudaGraphExec_t graph = nullptr;
+    cudaEvent_t event = nullptr;
+    cudaStream_t stream = nullptr;  // kRecord: the stream recording; kWait: the stream waiting (null: main)
+    void* dst = nullptr;            // kCopy, on the side stream
+    const void* src = nullptr;
+    size_t bytes = 0;
+    cudaMemcpyKind dir = cudaMemcpyDefault;
+  };
+  struct StepProgram {
     int64_t T = 0, n = 0;
     float scale = 0;
     int runs = 0;
-    cudaGraphExec_t exec = nullptr;
-  } graph;
-  bool graphs = false, capturing = false;
+    bool ready = false;
+    std::vector<Action> actions;
+  } program;
+  bool graphs = false, recording = false;
   int64_t graph_steps = 0;
-  cudaEvent_t join = nullptr;
   bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
@@ -417,8 +429,8 @@ struct CudaLoraModel::Impl {
     for (const auto* v : {&w_ready, &t_layer, &t_copy})
       for (cudaEvent_t e : *v) cudaEventDestroy(e);
     if (bwd_mark) cudaEventDestroy(bwd_mark);
-    if (join) cudaEventDestroy(join);
-    if (graph.exec) cudaGraphExecDestroy(graph.exec);
+    for (const Action& a : program.actions)
+      if (a.graph) cudaGraphExecDestroy(a.graph);
     if (host_w) cudaFreeHost(host_w);
     if (side) cudaStreamDestroy(side);
     if (host_ckpt) cudaFreeHost(host_ckpt);
@@ -775,10 +787,8 @@ struct CudaLoraModel::Impl {
           for (cudaEvent_t& e : *v) CUDA_CHECK(cudaEventCreate(&e));
       }
     }
-    if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on || drop_w > 0) && !dry) {
+    if ((n_off > 0 || k_att.on || k_go.on || k_qkv.on || drop_w > 0) && !dry)
       CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-      CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
-    }
     if (has_moe) {
       const int64_t S = C * kx;
       m_logits = f32(C * E);
@@ -1359,50 +1369,85 @@ struct CudaLoraModel::Impl {
     linear_bwd(ly, ly.in, ly.w_in.p, Ncv, T, dproj, Ncv, xn.p, u_in.p, dx, 1.0f);
   }
 
+  // The steps' operations between streams (the main stream is null), issued, or appended to the program while it
+  // is recorded: the main stream's close the graph being captured and open the next.
+  void record(cudaEvent_t e, cudaStream_t s) { cross_stream({.kind = Action::kRecord, .event = e, .stream = s}); }
+  void wait(cudaStream_t s, cudaEvent_t e) { cross_stream({.kind = Action::kWait, .event = e, .stream = s}); }
+  void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind dir) {
+    cross_stream({.kind = Action::kCopy, .stream = side, .dst = dst, .src = src, .bytes = bytes, .dir = dir});
+  }
+  void cross_stream(const Action& a) {
+    if (!recording) return issue(a);
+    const bool on_main = a.kind != Action::kCopy && !a.stream;
+    if (on_main) end_graph();
+    program.actions.push_back(a);
+    if (on_main) begin_graph();
+  }
+  void issue(const Action& a) {
+    switch (a.kind) {
+      case Action::kGraph: CUDA_CHECK(cudaGraphLaunch(a.graph, cudaStreamPerThread)); break;
+      case Action::kRecord: CUDA_CHECK(cudaEventRecord(a.event, a.stream)); break;
+      case Action::kWait: CUDA_CHECK(cudaStreamWaitEvent(a.stream, a.event)); break;
+      case Action::kCopy: CUDA_CHECK(cudaMemcpyAsync(a.dst, a.src, a.bytes, a.dir, side)); break;
+    }
+  }
+  void begin_graph() { CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal)); }
+  // Ends the capture; a graph with work becomes the program's next action.
+  void end_graph() {
+    cudaGraph_t g = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &g));
+    size_t nodes = 0;
+    cudaError_t e = cudaGraphGetNodes(g, nullptr, &nodes);
+    cudaGraphExec_t exec = nullptr;
+    if (e == cudaSuccess && nodes > 0) e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    CUDA_CHECK(e);
+    if (exec) program.actions.push_back({.kind = Action::kGraph, .graph = exec});
+  }
+
   // Checkpoint traffic for the first n_off (no-ops for the others). After the main stream wrote checkpoint l: copy
   // it out.
   void save_ckpt(int64_t l, int64_t T) {
     if (l >= n_off) return;
-    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], nullptr));
-    CUDA_CHECK(cudaStreamWaitEvent(side, ready[size_t(l)]));
-    CUDA_CHECK(cudaMemcpyAsync(host_at(l), x_at(l), size_t(T * H * 2), cudaMemcpyDeviceToHost, side));
-    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], side));
+    record(ready[size_t(l)], nullptr);
+    wait(side, ready[size_t(l)]);
+    copy(host_at(l), x_at(l), size_t(T * H * 2), cudaMemcpyDeviceToHost);
+    record(ready[size_t(l)], side);
   }
   // Before the main stream overwrites the slot of checkpoint l (it holds l - 2): that one's copy-out is done.
   void slot_free(int64_t l) {
-    if (l < n_off && l >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l - 2)]));
+    if (l < n_off && l >= 2) wait(nullptr, ready[size_t(l - 2)]);
   }
   // Backward: bring checkpoint l back once the main stream is done with the slot's previous content (l + 2). The
   // last two offloaded ones were never overwritten.
   bool refetched(int64_t l) const { return l >= 0 && l < n_off - 2; }
   void prefetch_ckpt(int64_t l, int64_t T) {
     if (!refetched(l)) return;
-    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], nullptr));
-    CUDA_CHECK(cudaStreamWaitEvent(side, ready[size_t(l)]));
-    CUDA_CHECK(cudaMemcpyAsync(x_at(l), host_at(l), size_t(T * H * 2), cudaMemcpyHostToDevice, side));
-    CUDA_CHECK(cudaEventRecord(ready[size_t(l)], side));
+    record(ready[size_t(l)], nullptr);
+    wait(side, ready[size_t(l)]);
+    copy(x_at(l), host_at(l), size_t(T * H * 2), cudaMemcpyHostToDevice);
+    record(ready[size_t(l)], side);
   }
   void wait_ckpt(int64_t l) {
-    if (refetched(l)) CUDA_CHECK(cudaStreamWaitEvent(nullptr, ready[size_t(l)]));
+    if (refetched(l)) wait(nullptr, ready[size_t(l)]);
   }
 
   // The same traffic for kept mixer outputs (layer i of k's kind), once the main stream got this far.
   void kept_copy(Kept& k, int64_t i, int64_t T, cudaMemcpyKind kind) {
-    CUDA_CHECK(cudaEventRecord(k.ready[size_t(i)], nullptr));
-    CUDA_CHECK(cudaStreamWaitEvent(side, k.ready[size_t(i)]));
+    record(k.ready[size_t(i)], nullptr);
+    wait(side, k.ready[size_t(i)]);
     char* host = k.host + i * k.layer_bytes;
     for (size_t p = 0; p < k.parts.size(); ++p) {
       const size_t bytes = size_t(T * k.parts[p].row);  // the batch's T rows: lse is (nH, T) for it too
       char* dev = k.at(p, i);
-      CUDA_CHECK(cudaMemcpyAsync(kind == cudaMemcpyDeviceToHost ? host : dev,
-                                 kind == cudaMemcpyDeviceToHost ? dev : host, bytes, kind, side));
+      copy(kind == cudaMemcpyDeviceToHost ? host : dev, kind == cudaMemcpyDeviceToHost ? dev : host, bytes, kind);
       host += bytes;
     }
-    CUDA_CHECK(cudaEventRecord(k.ready[size_t(i)], side));
+    record(k.ready[size_t(i)], side);
   }
   // Forward: before overwriting slot i % 2, the copy-out of i - 2 is done; after writing it, copy it out.
   void kept_slot_free(const Kept& k, int64_t i) {
-    if (k.on && i >= 2) CUDA_CHECK(cudaStreamWaitEvent(nullptr, k.ready[size_t(i - 2)]));
+    if (k.on && i >= 2) wait(nullptr, k.ready[size_t(i - 2)]);
   }
   void kept_save(Kept& k, int64_t i, int64_t T) {
     if (k.on) kept_copy(k, i, T, cudaMemcpyDeviceToHost);
@@ -1410,7 +1455,7 @@ struct CudaLoraModel::Impl {
   // Backward of layer i: the last two are still in their slots; i's copy-in is done, i - 1's starts.
   void kept_fetch(Kept& k, int64_t i, int64_t T) {
     if (!k.on || i < 0) return;
-    if (i <= k.n - 3) CUDA_CHECK(cudaStreamWaitEvent(nullptr, k.ready[size_t(i)]));
+    if (i <= k.n - 3) wait(nullptr, k.ready[size_t(i)]);
     if (fetches_below(k, i)) kept_copy(k, i - 1, T, cudaMemcpyHostToDevice);
   }
   // Whether the backward of layer i of k's kind brings i - 1 back (the last two never left their slots).
@@ -1476,28 +1521,27 @@ struct CudaLoraModel::Impl {
     const int64_t upto = w_upto[size_t(l)];
     w_copied[size_t(l)] = upto - w_sent;
     if (upto > w_sent) {
-      CUDA_CHECK(cudaEventRecord(bwd_mark, nullptr));
-      CUDA_CHECK(cudaStreamWaitEvent(side, bwd_mark));
-      if (!capturing) CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l)], side));
+      record(bwd_mark, nullptr);
+      wait(side, bwd_mark);
+      if (!recording) record(t_copy[size_t(2 * l)], side);
     }
     while (w_sent < upto) {
       int64_t b = upto;
       for (int64_t j = 0; j < drop_w; ++j)
         if (w_end(j) > w_sent) b = std::min(b, w_end(j));
-      CUDA_CHECK(cudaMemcpyAsync(arena.at(w_sent), static_cast<char*>(host_w) + w_sent, size_t(b - w_sent),
-                                 cudaMemcpyHostToDevice, side));
+      copy(arena.at(w_sent), static_cast<char*>(host_w) + w_sent, size_t(b - w_sent), cudaMemcpyHostToDevice);
       for (int64_t j = 0; j < drop_w; ++j)
-        if (w_end(j) == b) CUDA_CHECK(cudaEventRecord(w_ready[size_t(j)], side));
+        if (w_end(j) == b) record(w_ready[size_t(j)], side);
       w_sent = b;
     }
-    if (w_copied[size_t(l)] > 0 && !capturing) CUDA_CHECK(cudaEventRecord(t_copy[size_t(2 * l + 1)], side));
+    if (w_copied[size_t(l)] > 0 && !recording) record(t_copy[size_t(2 * l + 1)], side);
     if (w_dropped(l)) {
-      CUDA_CHECK(cudaStreamWaitEvent(nullptr, w_ready[size_t(l)]));
+      wait(nullptr, w_ready[size_t(l)]);
       if (pack_count[size_t(l)] > 0)
         cuda::lora_pack(P.as<float>(), static_cast<const cuda::LoraPackSeg*>(pack_segs.p) + pack_first[size_t(l)],
                         pack_count[size_t(l)], pack_elems);
     }
-    if (!capturing) CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l)], nullptr));
+    if (!recording) record(t_layer[size_t(2 * l)], nullptr);
   }
 
   double forward_backward(const CudaBatch& b, float grad_scale) {
@@ -1529,20 +1573,20 @@ struct CudaLoraModel::Impl {
     CUDA_CHECK(cudaMemcpy(doc_start.p, b.doc_start.data(), size_t(T) * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(rows.p, rws.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(targets.p, tgs.data(), size_t(n) * 4, cudaMemcpyHostToDevice));
-    if (graph.T != T || graph.n != n || graph.scale != grad_scale) {
-      drop_graph();
-      graph.T = T, graph.n = n, graph.scale = grad_scale;
+    if (program.T != T || program.n != n || program.scale != grad_scale) {
+      drop_program();
+      program.T = T, program.n = n, program.scale = grad_scale;
     }
-    if (!graph.exec && graphs && graph.runs >= 2) {
+    if (!program.ready && graphs && program.runs >= 2) {
       retime_bring_back();
-      capture(T, n, grad_scale);
+      record_step(T, n, grad_scale);
     }
-    if (graph.exec) {
-      CUDA_CHECK(cudaGraphLaunch(graph.exec, cudaStreamPerThread));
+    if (program.ready) {
+      for (const Action& a : program.actions) issue(a);
       ++graph_steps;
     } else {
       step(T, n, grad_scale);
-      ++graph.runs;
+      ++program.runs;
       timed_T = T;
     }
     std::vector<float> losses(static_cast<size_t>(n));
@@ -1552,29 +1596,32 @@ struct CudaLoraModel::Impl {
     return sum;
   }
 
-  void drop_graph() {
-    if (graph.exec) CUDA_CHECK(cudaGraphExecDestroy(graph.exec));
-    graph = StepGraph{};
+  void drop_program() {
+    for (const Action& a : program.actions)
+      if (a.graph) CUDA_CHECK(cudaGraphExecDestroy(a.graph));
+    program = StepProgram{};
   }
 
-  // Records step() into graph.exec. The bring-back schedule stays as the last eager step timed it.
-  void capture(int64_t T, int64_t n, float grad_scale) {
-    cudaGraph_t g = nullptr;
-    CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal));
-    capturing = true;
+  // Records step() into the program. The bring-back schedule stays as the last eager step timed it.
+  void record_step(int64_t T, int64_t n, float grad_scale) {
+    recording = true;
     try {
+      begin_graph();
       step(T, n, grad_scale);
+      end_graph();
     } catch (...) {
-      capturing = false;
-      cudaStreamEndCapture(cudaStreamPerThread, &g);
-      if (g) cudaGraphDestroy(g);
+      recording = false;
+      cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+      if (cudaStreamIsCapturing(cudaStreamPerThread, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone) {
+        cudaGraph_t g = nullptr;
+        cudaStreamEndCapture(cudaStreamPerThread, &g);
+        if (g) cudaGraphDestroy(g);
+      }
+      drop_program();
       throw;
     }
-    capturing = false;
-    CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &g));
-    const cudaError_t e = cudaGraphInstantiate(&graph.exec, g, 0);
-    cudaGraphDestroy(g);
-    CUDA_CHECK(e);
+    recording = false;
+    program.ready = true;
   }
 
   // The device work of a step on the uploaded batch (T tokens, n of them trained): forward, head, backward.
@@ -1604,7 +1651,7 @@ struct CudaLoraModel::Impl {
                                ld_dres);
     // The device checkpoints and the last two offloaded are in their slots; each layer's backward brings the one
     // below back meanwhile.
-    if (!capturing) retime_bring_back();
+    if (!recording) retime_bring_back();
     w_sent = 0;
     for (int64_t l = L - 1; l >= 0; --l) {
       wait_ckpt(l);
@@ -1621,11 +1668,7 @@ struct CudaLoraModel::Impl {
         ffn_bwd(l, t0, nt);
       }
       mixer_bwd(l, T, x_at(l));
-      if (drop_w > 0 && !capturing) CUDA_CHECK(cudaEventRecord(t_layer[size_t(2 * l + 1)], nullptr));
-    }
-    if (capturing && side) {  // every copy on the side stream ends inside the graph
-      CUDA_CHECK(cudaEventRecord(join, side));
-      CUDA_CHECK(cudaStreamWaitEvent(nullptr, join));
+      if (drop_w > 0 && !recording) record(t_layer[size_t(2 * l + 1)], nullptr);
     }
   }
 

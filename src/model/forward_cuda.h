@@ -66,10 +66,10 @@ struct CudaPlanOptions {
   // meanwhile, and the backward brings the matrices back from pinned host memory as those are spent, over the bus
   // direction that otherwise carries only the checkpoints and kept activations back.
   int64_t drop_w = 0;
-  // The third and later steps of a batch shape (tokens, trained tokens and gradient scale alike) replay a CUDA
-  // graph of the step's device work, captured from the third: its thousand-odd launches, memsets and waits between
-  // streams then run without the device's gaps between stream operations. Not for MoE models (their step reads
-  // the routing back to the host) or head dims the fused attention does not take.
+  // The third and later steps of a batch shape (tokens, trained tokens and gradient scale alike) replay the
+  // third as recorded: the main stream's work between its waits for the side stream as CUDA graphs, so that its
+  // thousand-odd launches and memsets run without the gaps stream operations leave between them. Not for MoE
+  // models (their step reads the routing back to the host) or head dims the fused attention does not take.
   bool graphs = true;
 };
 
@@ -128,7 +128,7 @@ class CudaLoraModel {
   void copy_flat(float* dev, std::vector<Tensor>& host, bool to_device) const;
   int64_t max_tokens() const;
   const CudaMemoryReport& memory() const;
-  int64_t graph_steps() const;  // forward_backward calls that replayed a CUDA graph (plan option graphs)
+  int64_t graph_steps() const;  // forward_backward calls that replayed the recorded step (plan option graphs)
 
   struct Impl;
 
