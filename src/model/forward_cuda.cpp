@@ -1085,8 +1085,9 @@ struct CudaLoraModel::Impl {
     const char* v = qkv_p + Nqk * 2;
     char* dv_p = static_cast<char*>(dqkv()) + Nqk * 2;
     if (flash) {
+      // dq stays in the workspace's fp32 accumulators, which qk_norm_rope_bwd reads (attn_bwd).
       cuda::flash_attention_bwd(qk.p, qk.at(nH * d * 2), v, att_at(a), datt(), lse_at(a), doc_start.as<int32_t>(),
-                                attn_scale(), dqk(), static_cast<char*>(dqk()) + nH * d * 2, dv_p, fa_ws.p,
+                                attn_scale(), nullptr, static_cast<char*>(dqk()) + nH * d * 2, dv_p, fa_ws.p,
                                 fa_shape(T, ld), nullptr);
       return;
     }
@@ -1347,7 +1348,12 @@ struct CudaLoraModel::Impl {
       cuda::sigmoid_gate_bwd(att_at(a), nH * d, qkv_p + Nqkv * 2, ld, datt(), nH * d, datt(), nH * d,
                              static_cast<char*>(dqkv()) + Nqkv * 2, ld, T, nH * d);
     attention_bwd(a, T, ld);
-    cuda::qk_norm_rope_bwd(qk_params(ly, T), qkv_p, ld, dqk(), Nqk, dqkv(), ld);
+    cuda::QkNormRope p = qk_params(ly, T);
+    if (flash) {
+      p.dq = fa_ws.as<float>();
+      p.dq_scale = attn_scale();
+    }
+    cuda::qk_norm_rope_bwd(p, qkv_p, ld, dqk(), Nqk, dqkv(), ld);
     linear_bwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, dqkv(), ld, xn.p, u_in.p, dx);
   }
 

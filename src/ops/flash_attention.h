@@ -28,7 +28,9 @@ bool flash_attention_supported(int64_t d);
 void flash_attention_fwd(const void* q, const void* k, const void* v, const int32_t* doc_start, float scale, void* o,
                          float* lse, const FlashAttnShape& s, void* stream);
 
-// Device scratch the backward needs: fp32 dq accumulators (T, nH, d) and D = rowsum(dO * O) (nH, T).
+// Device scratch the backward needs: fp32 dq accumulators (T, nH, d) and D = rowsum(dO * O) (nH, T). With dq
+// null the backward leaves dq as the accumulators at the workspace's start, dq = scale * acc (rows of nH d floats),
+// for a consumer that reads them in place of a bf16 dq (qk_norm_rope_bwd's QkNormRope::dq).
 size_t flash_attention_bwd_workspace_bytes(const FlashAttnShape& s);
 void flash_attention_bwd(const void* q, const void* k, const void* v, const void* o, const void* d_o,
                          const float* lse, const int32_t* doc_start, float scale, void* dq, void* dk, void* dv,

@@ -21,6 +21,10 @@ struct QkNormRope {
   float eps = 1e-6f;
   bool zero_centered = false;
   const float* rope = nullptr;  // rope_table's output
+  // Backward: the q heads' output gradient as dq_scale * dq, (T, nQ, d) fp32 (the fused attention's accumulators,
+  // flash_attention_bwd with dq null), read in place of dy's first nQ heads; null: dy holds them.
+  const float* dq = nullptr;
+  float dq_scale = 1.0f;
 };
 
 void rope_table(const int32_t* pos, int64_t T, int64_t rotary_dim, double theta, float* table, void* stream = nullptr);

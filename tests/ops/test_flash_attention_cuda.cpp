@@ -187,6 +187,13 @@ void run_case(const Case& c, uint64_t seed) {
   EXPECT_LE(edk, kRelL2) << "dk" << worst_at(dk_got, dk_ref, nKV, d);
   EXPECT_LE(edv, kRelL2) << "dv" << worst_at(dv_got, dv_ref, nKV, d);
   EXPECT_LE(lse_err, kLseAbs) << "lse" << worst_at(lse_got, lse_ref, 1, T);
+  // Without dq the accumulators stay in the workspace: dq = scale * acc, (T, nH, d) fp32.
+  cuda::flash_attention_bwd(qp, kp, vp, o.data(), doc.data(), lse.ptr<float>(), ds, scale, nullptr, dkp, dvp,
+                            ws.data(), shape, nullptr);
+  const Tensor acc = Tensor::wrap(ws.data(), DType::F32, {T, nH * d}, nullptr, Device::CUDA);
+  std::vector<double> dq_acc = test::doubles(acc);
+  for (double& x : dq_acc) x *= double(scale);
+  EXPECT_LE(rel_l2(dq_acc, dq_ref), kRelL2) << "dq left in the workspace" << worst_at(dq_acc, dq_ref, nH, d);
   if (pad > 0) {  // the padding of o's rows is left alone
     const std::vector<double> o_pad = get_columns(o, nH * d, pad);
     int64_t written = 0;

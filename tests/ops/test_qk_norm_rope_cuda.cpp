@@ -77,6 +77,21 @@ TEST(QkNormRopeCuda, MatchesCpuReference) {
     for (int64_t t = 0; t < c.T; ++t)
       for (int64_t j = 0; j < heads * c.d; ++j) want[size_t(t * src_stride + j)] = dx[size_t(t * heads * c.d + j)];
     test::expect_all_close("dx", dxd, want, 1e-3, test::kBf16Rtol);
+    // The q heads' gradient as the fused attention leaves it (QkNormRope::dq): fp32 rows (T, nQ, d) and a scale, a
+    // power of two so that dx is the same; dy's q columns then hold values that must not be read.
+    Tensor dqf = Tensor::empty(DType::F32, {c.T, c.nQ * c.d}), dy2 = dy.clone();
+    for (int64_t t = 0; t < c.T; ++t)
+      for (int64_t j = 0; j < c.nQ * c.d; ++j) {
+        dqf.f32()[t * c.nQ * c.d + j] = dy.f32()[t * dst_stride + j] * 8.0f;
+        dy2.f32()[t * dst_stride + j] = 1e4f;
+      }
+    const Tensor dqd = test::on_cuda(dqf, DType::F32), dy2d = test::on_cuda(dy2, DType::BF16);
+    cuda::QkNormRope pf = p;
+    pf.dq = dqd.ptr<float>();
+    pf.dq_scale = 0.125f;
+    Tensor dxf = test::on_cuda(src, DType::BF16);
+    cuda::qk_norm_rope_bwd(pf, srcd.data(), src_stride, dy2d.data(), dst_stride, dxf.data(), src_stride);
+    test::expect_all_close("dx from an fp32 dq", dxf, want, 1e-3, test::kBf16Rtol);
   }
 }
 

@@ -6,6 +6,7 @@
 // inv_freq formed on the host in fp32 (as rope.cu), angle = pos * inv_freq in fp32, sincosf at full accuracy
 // (positions reach 10^5 and more).
 #include <cmath>
+#include <type_traits>
 
 #include "ops/cuda/kernel_util.cuh"
 #include "ops/cuda/vec_util.cuh"
@@ -52,8 +53,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (!kBwd) {
     for (int j = lane; j < d; j += 32) gs[j] = xs[j] * r * wscale(w, j, p.zero_centered);
   } else {
-    const bf16* g = dy + t * dy_stride + h * d;
-    for (int j = lane; j < d; j += 32) gs[j] = to_f32(g[j]);
+    if (p.dq && h < p.nQ) {
+      const float* g = p.dq + (t * p.nQ + h) * d;
+      for (int j = lane; j < d; j += 32) gs[j] = g[j] * p.dq_scale;
+    } else {
+      const bf16* g = dy + t * dy_stride + h * d;
+      for (int j = lane; j < d; j += 32) gs[j] = to_f32(g[j]);
+    }
   }
   __syncwarp();
   const float* e = p.rope + t * 2 * half;
@@ -126,7 +132,8 @@ __device__ __forceinline__ void load_wscale(const float* w, int j0, bool zc, flo
   }
 }
 
-template <int V, bool kBwd>
+// kF32 (backward): the q heads' dy from p.dq (fp32, scaled), held as floats until their turn.
+template <int V, bool kBwd, bool kF32>
 __global__ void __launch_bounds__(kVecWarps * 32, kVecMinBlocks<V, kBwd>)
     qk_norm_rope_vec_kernel(QkNormRope p, const bf16* src, int64_t src_stride, const bf16* dy,
                             int64_t dy_stride, bf16* out, int64_t out_stride) {
@@ -158,12 +165,22 @@ __global__ void __launch_bounds__(kVecWarps * 32, kVecMinBlocks<V, kBwd>)
   // The heads stay in bf16 until their turn: half the registers of fp32.
   using W = typename Bf16Word<V>::type;
   W xw[H], gw[H];
+  float gf[kF32 ? H : 1][V];
 #pragma unroll
   for (int k = 0; k < H; ++k) {
     xw[k] = gw[k] = W{};
+    if constexpr (kF32) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) gf[k][i] = 0.0f;
+    }
     if (k < nh) {
       xw[k] = *reinterpret_cast<const W*>(xp + k * d);
-      if (kBwd) gw[k] = *reinterpret_cast<const W*>(gp + k * d);
+      if constexpr (kF32) {
+        if (k < nq) load_f32<V>(p.dq + (int64_t(t) * p.nQ + h0 + k) * d + j0, gf[k]);
+        else gw[k] = *reinterpret_cast<const W*>(gp + k * d);
+      } else if (kBwd) {
+        gw[k] = *reinterpret_cast<const W*>(gp + k * d);
+      }
     }
   }
 #pragma unroll
@@ -172,7 +189,16 @@ __global__ void __launch_bounds__(kVecWarps * 32, kVecMinBlocks<V, kBwd>)
     const bool norm = (q ? p.wq : p.wk) != nullptr;
     float x[V], g[V], ws[V], ss = 0.0f;
     load_bf16<V>(reinterpret_cast<const bf16*>(&xw[k]), x);
-    if (kBwd) load_bf16<V>(reinterpret_cast<const bf16*>(&gw[k]), g);
+    if constexpr (kF32) {
+      if (q) {
+#pragma unroll
+        for (int i = 0; i < V; ++i) g[i] = gf[k][i] * p.dq_scale;
+      } else {
+        load_bf16<V>(reinterpret_cast<const bf16*>(&gw[k]), g);
+      }
+    } else if (kBwd) {
+      load_bf16<V>(reinterpret_cast<const bf16*>(&gw[k]), g);
+    }
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       ss += x[i] * x[i];
@@ -217,17 +243,19 @@ bool launch_vec(const QkNormRope& p, const bf16* src, int64_t src_stride, const 
   if (half < V || half % V != 0 || ((half / V) & (half / V - 1)) != 0) return false;
   if (!bf16_vec_fits(int(V), {src, dy, out}, {src_stride, dy_stride, out_stride})) return false;
   // load_f32 of the table and the weights: every offset is a multiple of V floats.
-  for (const float* f : {p.rope, p.wq, p.wk})
+  for (const float* f : {p.rope, p.wq, p.wk, p.dq})
     if (reinterpret_cast<uintptr_t>(f) % uintptr_t(V == 2 ? 8 : 16) != 0) return false;
   const int64_t H = warp_heads(V, kBwd), warps = p.T * ((p.nQ + p.nK + H - 1) / H);
   if (warps >= (int64_t(1) << 31)) return false;
   const unsigned blocks = unsigned((warps + kVecWarps - 1) / kVecWarps);
-  auto go = [&](auto kernel) {
+  auto go = [&](auto v) {
+    constexpr int W = decltype(v)::value;
+    auto* kernel = kBwd && p.dq ? qk_norm_rope_vec_kernel<W, kBwd, kBwd> : qk_norm_rope_vec_kernel<W, kBwd, false>;
     kernel<<<blocks, kVecWarps * 32, 0, stream>>>(p, src, src_stride, dy, dy_stride, out, out_stride);
   };
-  if (V == 2) go(qk_norm_rope_vec_kernel<2, kBwd>);
-  else if (V == 4) go(qk_norm_rope_vec_kernel<4, kBwd>);
-  else go(qk_norm_rope_vec_kernel<8, kBwd>);
+  if (V == 2) go(std::integral_constant<int, 2>{});
+  else if (V == 4) go(std::integral_constant<int, 4>{});
+  else go(std::integral_constant<int, 8>{});
   TUNE_CUDA_LAUNCHED();
   return true;
 }
