@@ -1139,13 +1139,11 @@ struct CudaLoraModel::Impl {
     if (recompute && (kept_qkv_layer(a) || j >= 0)) {
       lora_u(ly.in, T, xn.p, u_in.p);  // the product is kept: only u
     } else {
-      if (j >= 0) kept_slot_free(k_qkv, j);
       linear_fwd(ly, ly.in, ly.w_in.p, ly.ld_in, T, xn.p, u_in.p, qkv_p, ld, 0.0f, nullptr, ly.b_in.p);
       if (j >= 0) kept_save(k_qkv, j, T);
     }
     cuda::qk_norm_rope_fwd(qk_params(ly, T), qkv_p, ld, qk.p, Nqk);
     if (!(recompute && k_att.on)) {
-      if (!recompute) kept_slot_free(k_att, a);
       attention_fwd(a, T, ld);
       if (!recompute) kept_save(k_att, a, T);
     }
@@ -1178,7 +1176,6 @@ struct CudaLoraModel::Impl {
     cuda::gdn_gates_fwd(zba.at(Vd * 2), Nzba, ly.a_log.as<float>(), ly.dt_bias.as<float>(), beta.as<float>(),
                         gdec.as<float>(), T, nV);
     if (!(recompute && k_go.on)) {
-      if (!recompute) kept_slot_free(k_go, g);
       cuda::gated_delta_rule_fwd(gq.p, gk.p, gv.p, gdec.as<float>(), beta.as<float>(), doc_start.as<int32_t>(),
                                  go_at(g), gdr_ws.p, T, nV, dk, dv, nullptr);
       if (!recompute) kept_save(k_go, g, T);
@@ -1451,6 +1448,16 @@ struct CudaLoraModel::Impl {
     }
     record(k.ready[size_t(i)], side);
   }
+  // Forward of layer l, at its start: the copy-outs of the slots it overwrites are done (its q|k|v product's and
+  // mixer output's, its output checkpoint's). Issued together, they make one break between a replayed step's
+  // graphs where they made up to three; the copies were queued a layer or more before.
+  void slots_free(int64_t l) {
+    const int64_t a = att_index[size_t(l)], g = gdn_index[size_t(l)];
+    if (a >= 0 && bus_index(a) >= 0) kept_slot_free(k_qkv, bus_index(a));
+    if (a >= 0) kept_slot_free(k_att, a);
+    if (g >= 0) kept_slot_free(k_go, g);
+    slot_free(l + 1);
+  }
   // Forward: before overwriting slot i % 2, the copy-out of i - 2 is done; after writing it, copy it out.
   void kept_slot_free(const Kept& k, int64_t i) {
     if (k.on && i >= 2) wait(nullptr, k.ready[size_t(i - 2)]);
@@ -1639,8 +1646,8 @@ struct CudaLoraModel::Impl {
     save_ckpt(0, T);
     for (int64_t l = 0; l < L; ++l) {
       use_layer(l);
+      slots_free(l);
       mixer_fwd(l, T, x_at(l), false);
-      slot_free(l + 1);
       for (int64_t t0 = 0; t0 < T; t0 += ffn_T) ffn_fwd(l, t0, std::min(ffn_T, T - t0), x_at(l + 1));
       save_ckpt(l + 1, T);
     }
