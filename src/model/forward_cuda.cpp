@@ -1532,7 +1532,7 @@ struct CudaLoraModel::Impl {
   void bring_back(int64_t l) {
     if (drop_w == 0) return;
     const int64_t upto = w_upto[size_t(l)];
-    w_copied[size_t(l)] = upto - w_sent;
+    if (!recording) w_copied[size_t(l)] = upto - w_sent;  // the bytes its timing events (below) cover
     if (upto > w_sent) {
       record(bwd_mark, nullptr);
       wait(side, bwd_mark);
