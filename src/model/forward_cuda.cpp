@@ -350,8 +350,8 @@ struct CudaLoraModel::Impl {
     enum Kind { kGraph, kRecord, kWait, kCopy } kind = kGraph;
     cudaGraphExec_t graph = nullptr;
     cudaEvent_t event = nullptr;
-    cudaStream_t stream = nullptr;  // kRecord: the stream recording; kWait: the stream waiting (null: main)
-    void* dst = nullptr;            // kCopy, on the side stream
+    cudaStream_t stream = nullptr;  // the stream recording, waiting or copying (null: main; copies: side)
+    void* dst = nullptr;            // kCopy
     const void* src = nullptr;
     size_t bytes = 0;
     cudaMemcpyKind dir = cudaMemcpyDefault;
@@ -1381,17 +1381,16 @@ struct CudaLoraModel::Impl {
   }
   void cross_stream(const Action& a) {
     if (!recording) return issue(a);
-    const bool on_main = a.kind != Action::kCopy && !a.stream;
-    if (on_main) end_graph();
+    if (!a.stream) end_graph();
     program.actions.push_back(a);
-    if (on_main) begin_graph();
+    if (!a.stream) begin_graph();
   }
   void issue(const Action& a) {
     switch (a.kind) {
       case Action::kGraph: CUDA_CHECK(cudaGraphLaunch(a.graph, cudaStreamPerThread)); break;
       case Action::kRecord: CUDA_CHECK(cudaEventRecord(a.event, a.stream)); break;
       case Action::kWait: CUDA_CHECK(cudaStreamWaitEvent(a.stream, a.event)); break;
-      case Action::kCopy: CUDA_CHECK(cudaMemcpyAsync(a.dst, a.src, a.bytes, a.dir, side)); break;
+      case Action::kCopy: CUDA_CHECK(cudaMemcpyAsync(a.dst, a.src, a.bytes, a.dir, a.stream)); break;
     }
   }
   void begin_graph() { CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal)); }
@@ -1501,8 +1500,9 @@ struct CudaLoraModel::Impl {
   }
 
   // This backward's schedule, from the room each layer's time in the last one (of timed_T tokens; 0: none yet)
-  // left on the bus, at the rate the matrices' copies ran, beside the layer's own copies. Run once the forward is
-  // queued, so that the host reads the last backward's events while the device works.
+  // left on the bus, at the rate the matrices' copies ran, beside the layer's own copies. An eager step runs it
+  // once its forward is queued, so that the host reads the last backward's events while the device works; a
+  // recorded step's schedule comes from it just before the recording.
   void retime_bring_back() {
     if (drop_w == 0 || timed_T == 0) return;
     const int64_t L = c.num_layers, T = timed_T;
