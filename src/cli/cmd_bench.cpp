@@ -31,7 +31,7 @@ int bench_train(int argc, char** argv) {
   Args a("bench train", argc, argv,
          {"--preset", "--batch-size", "--seq-len", "--steps", "--warmup", "--lora-r", "--lora-alpha", "--seed",
           "--memory-limit-gib", "--ffn-chunk"},
-         {"--json", "--offload", "--recompute-attention", "--no-graphs", "--no-gemm-tuning"});
+         {"--json", "--offload", "--recompute-attention", "--no-graphs"});
   const auto t_launch = std::chrono::steady_clock::now();
   const std::string preset = a.require("--preset");
   const ModelConfig config = preset_config(preset);
@@ -60,7 +60,6 @@ int bench_train(int argc, char** argv) {
   }
   if (a.has("--recompute-attention")) plan.keep_attention = false;
   if (a.has("--no-graphs")) plan.graphs = false;
-  if (a.has("--no-gemm-tuning")) plan.tune_gemms = false;
   plan.ffn_chunk = a.get_int("--ffn-chunk", 0);
   CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, plan);
   int64_t peak = device_used_bytes() - used0;
@@ -124,7 +123,6 @@ int bench_train(int argc, char** argv) {
                   {"keep_gu", plan.keep_gu},
                   {"drop_w", plan.drop_w},
                   {"graph_steps", trainer.model().graph_steps()},
-                  {"tuned_gemms", trainer.model().tuned_gemms()},
                   {"host_checkpoints_gib", double(m.host_checkpoints) / gib},
                   {"host_weights_gib", double(m.host_weights) / gib},
                   {"loss", loss}};

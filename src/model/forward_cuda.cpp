@@ -363,8 +363,8 @@ struct CudaLoraModel::Impl {
     bool ready = false;
     std::vector<Action> actions;
   } program;
-  bool graphs = false, recording = false, tune_gemms = false;
-  int64_t graph_steps = 0, tuned_gemms = 0;
+  bool graphs = false, recording = false;
+  int64_t graph_steps = 0;
   bool keep_u = false;
   char *qkv_p = nullptr, *mid_p = nullptr;
   // Gated DeltaNet: zba (T, Nzba), convo (T, Ncv), gq, gk (T, nV, dk), gv (T, nV, dv), go (T, Vd) bf16; beta, gdec
@@ -499,7 +499,6 @@ struct CudaLoraModel::Impl {
     // The MoE step reads its routing back to the host and the reference attention copies synchronously: neither
     // can be captured.
     graphs = o.graphs && !has_moe && (flash || k_att.n == 0);
-    tune_gemms = o.tune_gemms;
     gu_index.assign(size_t(c.num_layers), -1);
     n_gu = 0;
     int64_t first_gu = c.num_layers;  // the first layer keeping gate|up
@@ -1599,16 +1598,7 @@ struct CudaLoraModel::Impl {
       for (const Action& a : program.actions) issue(a);
       ++graph_steps;
     } else {
-      // The second eager step of a shape tunes its big products in situ, at the power limit the step holds.
-      const bool tune = tune_gemms && program.runs == 1;
-      if (tune) cuda::gemm_tune_begin();
-      try {
-        step(T, n, grad_scale);
-      } catch (...) {
-        if (tune) cuda::gemm_tune_end();
-        throw;
-      }
-      if (tune) tuned_gemms += cuda::gemm_tune_end();
+      step(T, n, grad_scale);
       ++program.runs;
       timed_T = T;
     }
@@ -2098,7 +2088,6 @@ void CudaLoraModel::copy_flat(float* dev, std::vector<Tensor>& host, bool to_dev
 }
 const CudaMemoryReport& CudaLoraModel::memory() const { return impl_->mem; }
 int64_t CudaLoraModel::graph_steps() const { return impl_->graph_steps; }
-int64_t CudaLoraModel::tuned_gemms() const { return impl_->tuned_gemms; }
 
 #else  // !TUNE_CUDA
 
@@ -2131,7 +2120,6 @@ int64_t CudaLoraModel::max_tokens() const { no_cuda(); }
 void CudaLoraModel::copy_flat(float*, std::vector<Tensor>&, bool) const { no_cuda(); }
 const CudaMemoryReport& CudaLoraModel::memory() const { no_cuda(); }
 int64_t CudaLoraModel::graph_steps() const { no_cuda(); }
-int64_t CudaLoraModel::tuned_gemms() const { no_cuda(); }
 
 #endif
 

@@ -71,9 +71,6 @@ struct CudaPlanOptions {
   // thousand-odd launches and memsets run without the gaps stream operations leave between them. Not for MoE
   // models (their step reads the routing back to the host) or head dims the fused attention does not take.
   bool graphs = true;
-  // The second eager step of a batch shape times the heuristic's candidates for each product of 10 GFLOP or more
-  // and keeps the fastest there (cuda::gemm_tune_begin), at the power limit a step holds.
-  bool tune_gemms = true;
 };
 
 // Device bytes of the optimizer's state beside a model of n LoRA parameters (CudaTrainer's: AdamW's two fp32
@@ -132,7 +129,6 @@ class CudaLoraModel {
   int64_t max_tokens() const;
   const CudaMemoryReport& memory() const;
   int64_t graph_steps() const;  // forward_backward calls that replayed the recorded step (plan option graphs)
-  int64_t tuned_gemms() const;  // products whose kernel the second eager step of a shape chose (cuda::gemm_tune_end)
 
   struct Impl;
 

@@ -36,14 +36,6 @@ void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void*
 void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, const void* A, int64_t lda,
                         const void* B, int64_t ldb, float alpha, float* D, int64_t d_stride, void* stream = nullptr);
 
-// In-situ tuning. Between gemm_tune_begin() and gemm_tune_end(), each product of at least 10 GFLOP whose plan is
-// not yet settled runs the heuristic's candidates in turn (every one computes the same product), each call timed
-// by events on its stream; gemm_tune_end() waits for them, keeps for each plan the candidate of the lowest median
-// time and settles it. Returns the number of plans settled. For a training step run between the two: there the
-// device holds its power limit, and the candidates rank otherwise than when timed alone.
-void gemm_tune_begin();
-int gemm_tune_end();
-
 // Device bytes the GEMMs hold: cuBLASLt's workspace and the scratch that algorithm timing writes (for memory
 // plans and reports).
 int64_t gemm_workspace_bytes();

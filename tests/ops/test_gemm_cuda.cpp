@@ -152,48 +152,6 @@ TEST(GemmCuda, GroupedWeightGradientsMatchReference) {
   test::expect_all_close("D", D, ref, 1e-4, 1e-5);
 }
 
-// In-situ tuning: a product of 21 GFLOP, overwriting and accumulating in place, called 12 times in a tuning
-// window (each of up to 6 candidates twice, every call checked on sampled entries against a double reference),
-// then settled (two plans), then called again outside and inside a later window, which no longer tunes it.
-TEST(GemmCuda, InSituTuningKeepsEachProduct) {
-  TUNE_REQUIRE_CUDA();
-  const int64_t M = 2048, N = 2560, K = 2048;
-  const Tensor A = test::rounded(test::randn({M, K}, 1), DType::BF16);
-  const Tensor B = test::rounded(test::randn({N, K}, 2), DType::BF16);  // used as B^T, as a weight
-  const Tensor C = test::rounded(test::randn({M, N}, 3), DType::BF16);
-  const std::vector<double> a = test::doubles(A), b = test::doubles(B), cc = test::doubles(C);
-  const Tensor Ad = test::on_cuda(A, DType::BF16), Bd = test::on_cuda(B, DType::BF16);
-  const float alpha = 0.5f;
-  std::vector<int64_t> at_i, at_j;  // 512 sampled entries
-  for (int64_t s = 0; s < 512; ++s) at_i.push_back((s * 977) % M), at_j.push_back((s * 1553 + 7) % N);
-  auto check = [&](int call, bool accumulate) {
-    SCOPED_TRACE(testing::Message() << "call " << call << (accumulate ? " accumulating" : ""));
-    Tensor D = accumulate ? test::on_cuda(C, DType::BF16) : test::poisoned({M, N}, DType::BF16);
-    cuda::gemm(M, N, K, alpha, {Ad.data(), K, false}, {Bd.data(), K, true}, DType::BF16, accumulate ? 1.0f : 0.0f,
-               accumulate ? D.data() : nullptr, D.data(), N, DType::BF16);
-    const std::vector<double> got = test::doubles(D);
-    int64_t bad = 0;
-    for (size_t s = 0; s < at_i.size(); ++s) {
-      const int64_t i = at_i[s], j = at_j[s];
-      double v = accumulate ? cc[size_t(i * N + j)] : 0.0, mag = std::fabs(v);
-      for (int64_t k = 0; k < K; ++k) {
-        v += alpha * a[size_t(i * K + k)] * b[size_t(j * K + k)];
-        mag += std::fabs(alpha * a[size_t(i * K + k)] * b[size_t(j * K + k)]);
-      }
-      if (!(std::fabs(got[size_t(i * N + j)] - v) <= test::kBf16Rtol * mag)) ++bad;
-    }
-    EXPECT_EQ(bad, 0);
-  };
-  cuda::gemm_tune_begin();
-  for (int call = 0; call < 12; ++call) check(call, false), check(call, true);
-  EXPECT_EQ(cuda::gemm_tune_end(), 2);
-  check(12, false);
-  check(12, true);
-  cuda::gemm_tune_begin();
-  check(13, false);
-  EXPECT_EQ(cuda::gemm_tune_end(), 0);
-}
-
 #else
 
 TEST(GemmCuda, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA"; }

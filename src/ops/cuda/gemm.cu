@@ -3,13 +3,10 @@
 // (see gemm.h). One plan per distinct call is built on first use and reused.
 #include <cublasLt.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
-#include <vector>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -50,40 +47,22 @@ struct KeyHash {
   }
 };
 
-constexpr int kCandidates = 6;
-
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatmulAlgo_t algo{};
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  // In-situ tuning (gemm_tune_begin): the candidates that ran, the calls made in tuning windows, each candidate's
-  // times there (ms); settled once a window has chosen.
-  cublasLtMatmulAlgo_t cand[kCandidates]{};
-  int n_cand = 0, chosen = 0, calls = 0;
-  bool big = false, settled = false;
-  std::vector<float> times[kCandidates];
+  cublasLtMatmulAlgo_t algo{};
 };
 
 // The output that candidates of an accumulating product (C == D, beta != 0) are timed into: made with the
 // context, so that a step allocates nothing.
 constexpr size_t kScratchBytes = size_t(64) << 20;
 
-// One timed call of a tuning window: its plan, candidate and events (start, end) on its stream.
-struct TunedCall {
-  Plan* plan;
-  int cand;
-  cudaEvent_t e0, e1;
-};
-
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   void* scratch = nullptr;
   std::mutex mu;
-  std::unordered_map<Key, Plan, KeyHash> plans;  // node-based: Plan pointers stay valid
-  std::atomic<bool> tuning{false};
-  std::vector<TunedCall> tuned;
-  std::vector<cudaEvent_t> events;  // reused across windows
+  std::unordered_map<Key, Plan, KeyHash> plans;
 };
 
 // Never destroyed: at process exit the CUDA context may already be gone.
@@ -103,13 +82,8 @@ Context& context() {
 // widths of some models. Outputs over kMaxTimedBytes keep its choice, which bounds the first step's timing; the
 // bound takes in qwen3-4b's gate|up product and the output head's 512-row logits chunk (155-160 MB), whose timed
 // choices made its training step 0.5% faster (bench/RESULTS.md, call 7 under commit 61da91c).
+constexpr int kCandidates = 6;
 constexpr size_t kMaxTimedBytes = size_t(192) << 20;
-
-// Products of at least this many FLOPs are tuned in situ (gemm_tune_begin): timed alone, at full clock, the
-// candidates rank otherwise than inside a training step, where the device runs at its power limit (bench/RESULTS.md
-// under 9ab547f: up to 6% apart there, in another order). Each candidate needs kTunedRuns times to be chosen.
-constexpr double kTunedFlops = 1e10;
-constexpr int kTunedRuns = 2;
 
 struct Operands {
   const void *A, *B, *C;
@@ -165,9 +139,6 @@ Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
   cublasLtMatmulPreferenceDestroy(pref);
   TUNE_CHECK(found > 0) << "gemm: cuBLASLt has no algorithm for M=" << k.M << " N=" << k.N << " K=" << k.K;
   p.algo = res[0].algo;
-  for (int i = 0; i < found; ++i) p.cand[i] = res[i].algo;
-  p.n_cand = found;
-  p.big = 2.0 * double(k.M) * double(k.N) * double(k.K) >= kTunedFlops;
   // The candidates write D itself, which the call's own product overwrites next; an accumulating product
   // (D = C + ...) must keep D, so its candidates write the context's scratch, and one too large for it keeps the
   // heuristic's choice.
@@ -184,21 +155,19 @@ Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
   CUDA_CHECK(cudaEventCreate(&e0));
   CUDA_CHECK(cudaEventCreate(&e1));
   float best = INFINITY;
-  p.n_cand = 0;  // those that run
   for (int i = 0; i < found; ++i) {
     auto launch = [&] {
       return cublasLtMatmul(ctx.handle, p.desc, &op.alpha, op.B, p.a, op.A, p.b, &op.beta, op.C ? op.C : out, p.d,
                             out, p.d, &res[i].algo, ctx.workspace, kWorkspaceBytes, op.stream);
     };
     if (launch() != CUBLAS_STATUS_SUCCESS) continue;
-    p.cand[p.n_cand++] = res[i].algo;
     CUDA_CHECK(cudaEventRecord(e0, op.stream));
     for (int rep = 0; rep < 3; ++rep) CUBLAS_CHECK(launch());
     CUDA_CHECK(cudaEventRecord(e1, op.stream));
     CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    if (ms < best) best = ms, p.algo = res[i].algo, p.chosen = p.n_cand - 1;
+    if (ms < best) best = ms, p.algo = res[i].algo;
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
@@ -231,77 +200,9 @@ void gemm(int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOpera
   if (bias)
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                   sizeof bias));
-  const cudaStream_t st = op_stream(stream);
-  auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(ctx.handle, plan->desc, &alpha, B.data, plan->a, A.data, plan->b, &beta, C ? C : D,
-                          plan->d, D, plan->d, &algo, ctx.workspace, kWorkspaceBytes, st);
-  };
-  // In a tuning window an unsettled big product runs its candidates in turn (each computes the same product), timed.
-  if (ctx.tuning && plan->big && !plan->settled && plan->n_cand > 1) {
-    std::lock_guard<std::mutex> lock(ctx.mu);
-    const int i = plan->calls++ % plan->n_cand;
-    const size_t e = 2 * ctx.tuned.size();
-    while (ctx.events.size() < e + 2) {
-      cudaEvent_t ev;
-      CUDA_CHECK(cudaEventCreate(&ev));
-      ctx.events.push_back(ev);
-    }
-    const TunedCall call{plan, i, ctx.events[e], ctx.events[e + 1]};
-    CUDA_CHECK(cudaEventRecord(call.e0, st));
-    if (launch(plan->cand[i]) == CUBLAS_STATUS_SUCCESS) {
-      CUDA_CHECK(cudaEventRecord(call.e1, st));
-      ctx.tuned.push_back(call);
-      return;
-    }
-    // A candidate that does not run here keeps no times, so it is never chosen.
-  }
-  CUBLAS_CHECK(launch(plan->algo));
-}
-
-void gemm_tune_begin() {
-  Context& ctx = context();
-  std::lock_guard<std::mutex> lock(ctx.mu);
-  ctx.tuning = true;
-}
-
-int gemm_tune_end() {
-  Context& ctx = context();
-  std::lock_guard<std::mutex> lock(ctx.mu);
-  ctx.tuning = false;
-  std::vector<Plan*> touched;
-  for (const TunedCall& c : ctx.tuned) {
-    CUDA_CHECK(cudaEventSynchronize(c.e1));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, c.e0, c.e1));
-    c.plan->times[c.cand].push_back(ms);
-    if (std::find(touched.begin(), touched.end(), c.plan) == touched.end()) touched.push_back(c.plan);
-  }
-  ctx.tuned.clear();
-  // Each touched plan keeps the candidate of the lowest median time among those timed at least kTunedRuns times.
-  // One whose calls have not yet timed every candidate that often waits for the next window (up to a bound, for
-  // a candidate that never runs).
-  int settled = 0;
-  for (Plan* p : touched) {
-    int best = -1;
-    float best_ms = INFINITY;
-    bool complete = true;
-    for (int i = 0; i < p->n_cand; ++i) {
-      std::vector<float>& t = p->times[i];
-      if (int(t.size()) < kTunedRuns) {
-        complete = false;
-        continue;
-      }
-      std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
-      const float med = t[t.size() / 2];
-      if (med < best_ms) best_ms = med, best = i;
-    }
-    if (!complete && p->calls < 4 * kTunedRuns * p->n_cand) continue;
-    if (best >= 0) p->algo = p->cand[best], p->chosen = best;
-    p->settled = true;
-    for (auto& t : p->times) t = {};
-    ++settled;
-  }
-  return settled;
+  CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->desc, &alpha, B.data, plan->a, A.data, plan->b, &beta,
+                                C ? C : D, plan->d, D, plan->d, &plan->algo, ctx.workspace, kWorkspaceBytes,
+                                op_stream(stream)));
 }
 
 void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
