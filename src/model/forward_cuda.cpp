@@ -32,6 +32,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "core/cuda_graph.h"
 #include "core/rng.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
@@ -1394,14 +1395,23 @@ struct CudaLoraModel::Impl {
     }
   }
   void begin_graph() { CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal)); }
-  // Ends the capture; a graph with work becomes the program's next action.
+  // Ends the capture; a graph with work becomes the program's next action, its small memsets (cuBLASLt's) made
+  // kernel nodes.
   void end_graph() {
     cudaGraph_t g = nullptr;
     CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &g));
     size_t nodes = 0;
-    cudaError_t e = cudaGraphGetNodes(g, nullptr, &nodes);
     cudaGraphExec_t exec = nullptr;
-    if (e == cudaSuccess && nodes > 0) e = cudaGraphInstantiate(&exec, g, 0);
+    cudaError_t e = cudaGraphGetNodes(g, nullptr, &nodes);
+    if (e == cudaSuccess && nodes > 0) {
+      try {
+        graph_memsets_to_kernels(g);
+      } catch (...) {
+        cudaGraphDestroy(g);
+        throw;
+      }
+      e = cudaGraphInstantiate(&exec, g, 0);
+    }
     cudaGraphDestroy(g);
     CUDA_CHECK(e);
     if (exec) program.actions.push_back({.kind = Action::kGraph, .graph = exec});
