@@ -1,5 +1,6 @@
 // tune bench train: LoRA training speed and GPU memory on random weights of a real model's shape (a preset), with
 // random tokens, every token trained; the numbers that bench/RESULTS.md compares with transformers+PEFT.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -30,7 +31,7 @@ int64_t device_used_bytes() {
 int bench_train(int argc, char** argv) {
   Args a("bench train", argc, argv,
          {"--preset", "--batch-size", "--seq-len", "--steps", "--warmup", "--lora-r", "--lora-alpha", "--seed",
-          "--memory-limit-gib", "--ffn-chunk"},
+          "--memory-limit-gib", "--ffn-chunk", "--min-length"},
          {"--json", "--offload", "--recompute-attention", "--no-graphs"});
   const auto t_launch = std::chrono::steady_clock::now();
   const std::string preset = a.require("--preset");
@@ -38,8 +39,13 @@ int bench_train(int argc, char** argv) {
   const int64_t B = a.get_int("--batch-size", 4), S = a.get_int("--seq-len", 2048);
   const int64_t steps = a.get_int("--steps", 8), warmup = a.get_int("--warmup", 2);
   const uint64_t seed = uint64_t(a.get_int("--seed", 0));
+  // --min-length: each row holds random-length documents and has its own length in [min, seq_len], as packed
+  // real data does (every step a new token count); by default every row is one document of seq_len tokens.
+  const int64_t min_len = a.get_int("--min-length", S);
   if (B <= 0 || S < 2 || steps <= 0 || warmup < 0)
     throw ConfigError("tune bench train: --batch-size, --seq-len (>= 2) and --steps must be positive");
+  if (min_len < 2 || min_len > S)
+    throw ConfigError("tune bench train: --min-length must be in [2, --seq-len]", "e.g. --min-length 1792");
   LoraConfig lc;
   lc.rank = a.get_int("--lora-r", 16);
   lc.alpha = a.get_double("--lora-alpha", double(lc.rank));
@@ -64,23 +70,31 @@ int bench_train(int argc, char** argv) {
   CudaTrainer trainer(config, adapter, OptimizerConfig{}, seed, plan);
   int64_t peak = device_used_bytes() - used0;
 
-  // Random tokens, one document per row, each position trained on the next token (the baseline's labels = ids).
+  // Random tokens, each position trained on the next token of its document (the baseline's labels = ids). With
+  // --min-length, documents of S/8 to S/2 tokens (the last one cut at the row's length).
   Rng rng(seed + 1);
+  int64_t tokens = 0;  // of the timed steps
   auto make_rows = [&] {
     std::vector<Row> rows(static_cast<size_t>(B));
     for (Row& r : rows) {
-      r.input_ids.resize(size_t(S));
-      r.targets.resize(size_t(S));
-      r.position_ids.resize(size_t(S));
+      const int64_t len = min_len + int64_t(rng.next() % uint64_t(S - min_len + 1));
+      r.input_ids.assign(size_t(S), 0);
+      r.targets.assign(size_t(S), -100);
+      r.position_ids.assign(size_t(S), 0);
       r.doc_start.assign(size_t(S), 0);
-      for (int64_t t = 0; t < S; ++t) {
-        r.input_ids[size_t(t)] = int32_t(rng.next() % uint64_t(config.vocab_size));
-        r.position_ids[size_t(t)] = int32_t(t);
+      r.num_docs = 0;
+      for (int64_t d0 = 0; d0 < len; ++r.num_docs) {
+        const int64_t doc = min_len == S ? S : S / 8 + int64_t(rng.next() % uint64_t(S / 2 - S / 8 + 1));
+        const int64_t d1 = std::min(len, d0 + doc);
+        for (int64_t t = d0; t < d1; ++t) {
+          r.input_ids[size_t(t)] = int32_t(rng.next() % uint64_t(config.vocab_size));
+          r.position_ids[size_t(t)] = int32_t(t - d0);
+          r.doc_start[size_t(t)] = int32_t(d0);
+        }
+        for (int64_t t = d0; t + 1 < d1; ++t) r.targets[size_t(t)] = r.input_ids[size_t(t + 1)];
+        d0 = d1;
       }
-      for (int64_t t = 0; t + 1 < S; ++t) r.targets[size_t(t)] = r.input_ids[size_t(t + 1)];
-      r.targets[size_t(S - 1)] = -100;
-      r.length = int32_t(S);
-      r.num_docs = 1;
+      r.length = int32_t(len);
     }
     return rows;
   };
@@ -94,9 +108,12 @@ int bench_train(int argc, char** argv) {
     loss = r.loss;
     peak = std::max(peak, device_used_bytes() - used0);
     if (i == 0) first_step_s = std::chrono::duration<double>(t1 - t_launch).count();
-    if (i >= warmup) timed += std::chrono::duration<double>(t1 - t0).count();
+    if (i >= warmup) {
+      timed += std::chrono::duration<double>(t1 - t0).count();
+      for (const Row& row : rows) tokens += row.length;
+    }
   }
-  const double step_s = timed / double(steps), tps = double(B * S) / step_s, gib = double(1 << 30);
+  const double step_s = timed / double(steps), tps = double(tokens) / timed, gib = double(1 << 30);
   const CudaMemoryReport& m = trainer.model().memory();
   const double planned = double(m.total() + trainer.optimizer_bytes());
   const Json j = {{"preset", preset},
@@ -104,6 +121,7 @@ int bench_train(int argc, char** argv) {
                   {"seq_len", S},
                   {"lora_r", lc.rank},
                   {"steps", steps},
+                  {"min_length", min_len},
                   {"tokens_per_s", tps},
                   {"step_ms", step_s * 1e3},
                   {"peak_gib", double(peak) / gib},
@@ -144,6 +162,7 @@ int bench_train(int argc, char** argv) {
   (void)steps;
   (void)warmup;
   (void)seed;
+  (void)min_len;
   throw UnsupportedError("tune bench train needs a build with CUDA", "rebuild on a machine with the CUDA toolkit");
 #endif
 }
