@@ -6,7 +6,9 @@
 // type (bf16 or f32), D is bf16 or f32; compute is fp32 (no TF32), split-K partial sums stay fp32.
 // Plans (descriptors + the fastest of the heuristic's first candidates, timed once on the first call's operands)
 // are cached per shape, strides, types and pointer alignment, so only a shape's first step allocates (the timing
-// scratch). Plain C++ header: callers need no CUDA headers.
+// scratch). A shape within a few tokens of one timed before (M, N and K rounded up to 16 up to 256, to 128 beyond)
+// takes that choice untimed, where cuBLASLt confirms it runs the new shape. Plain C++ header: callers need no CUDA
+// headers.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,9 @@ void gemm_grouped(int64_t G, const int64_t* M, int64_t N, int64_t K, const void*
 // and B_g the group's rows of A (row stride lda) and B (ldb), bf16; D_g = D + g * d_stride, f32, row-major.
 void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, const void* A, int64_t lda,
                         const void* B, int64_t ldb, float alpha, float* D, int64_t d_stride, void* stream = nullptr);
+
+// How many plans have had their candidates timed so far (each a wait for the device).
+int64_t gemm_timings();
 
 // Device bytes the GEMMs hold: cuBLASLt's workspace and the scratch that algorithm timing writes (for memory
 // plans and reports).

@@ -152,6 +152,42 @@ TEST(GemmCuda, GroupedWeightGradientsMatchReference) {
   test::expect_all_close("D", D, ref, 1e-4, 1e-5);
 }
 
+// Token counts that change from call to call, as packed batches' do: 1000, 1001, 1023 and 1024 rows share one timed
+// choice (an overwriting and an accumulating product: two timings in all), 1100 rows time their own; every call
+// matches the double reference.
+TEST(GemmCuda, NearbyShapesShareTheTimedChoice) {
+  TUNE_REQUIRE_CUDA();
+  const int64_t N = 384, K = 320, Mmax = 1100;
+  const Tensor A = test::rounded(test::randn({Mmax, K}, 5), DType::BF16);
+  const Tensor B = test::rounded(test::randn({N, K}, 6), DType::BF16);
+  const Tensor C = test::rounded(test::randn({Mmax, N}, 7), DType::BF16);
+  const std::vector<double> a = test::doubles(A), b = test::doubles(B), cc = test::doubles(C);
+  const Tensor Ad = test::on_cuda(A, DType::BF16), Bd = test::on_cuda(B, DType::BF16);
+  auto run = [&](int64_t M, bool accumulate) {
+    SCOPED_TRACE(testing::Message() << "M " << M << (accumulate ? " accumulating" : ""));
+    Tensor D = accumulate ? test::on_cuda(C, DType::BF16) : test::poisoned({Mmax, N}, DType::BF16);
+    cuda::gemm(M, N, K, 1.0f, {Ad.data(), K, false}, {Bd.data(), K, true}, DType::BF16, accumulate ? 1.0f : 0.0f,
+               accumulate ? D.data() : nullptr, D.data(), N, DType::BF16);
+    const std::vector<double> got = test::doubles(D);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double v = accumulate ? cc[size_t(i * N + j)] : 0.0, mag = std::fabs(v);
+        for (int64_t k = 0; k < K; ++k) {
+          v += a[size_t(i * K + k)] * b[size_t(j * K + k)];
+          mag += std::fabs(a[size_t(i * K + k)] * b[size_t(j * K + k)]);
+        }
+        if (!(std::fabs(got[size_t(i * N + j)] - v) <= test::kBf16Rtol * mag)) ++bad;
+      }
+    EXPECT_EQ(bad, 0);
+  };
+  const int64_t t0 = cuda::gemm_timings();
+  for (int64_t M : {1000, 1001, 1023, 1024}) run(M, false), run(M, true);
+  EXPECT_EQ(cuda::gemm_timings() - t0, 2);
+  run(1100, false);
+  EXPECT_EQ(cuda::gemm_timings() - t0, 3);
+}
+
 #else
 
 TEST(GemmCuda, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA"; }

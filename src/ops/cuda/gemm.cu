@@ -57,12 +57,23 @@ struct Plan {
 // context, so that a step allocates nothing.
 constexpr size_t kScratchBytes = size_t(64) << 20;
 
+// A call's key with M, N and K rounded up (to 16 up to 256, to 128 beyond): products whose sizes differ only by a
+// few tokens share the timed choice. A training step's token count changes with every batch of packed rows, and
+// timing each new count's candidates again (each a wait for the device) would cost more than the step.
+Key bucket(Key k) {
+  auto up = [](int64_t x) { return x <= 16 ? x : x <= 256 ? (x + 15) / 16 * 16 : (x + 127) / 128 * 128; };
+  k.M = up(k.M), k.N = up(k.N), k.K = up(k.K);
+  return k;
+}
+
 struct Context {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   void* scratch = nullptr;
   std::mutex mu;
   std::unordered_map<Key, Plan, KeyHash> plans;
+  std::unordered_map<Key, cublasLtMatmulAlgo_t, KeyHash> timed;  // per bucket(key): the algorithm timing chose
+  int64_t timings = 0;                                            // plans whose candidates were timed
 };
 
 // Never destroyed: at process exit the CUDA context may already be gone.
@@ -114,6 +125,16 @@ Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
                                             k.ta ? uint64_t(k.K) : uint64_t(k.M), k.lda));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, dt, uint64_t(k.N), uint64_t(k.M), k.ldd));
 
+  // A product of the same bucket timed before: its choice, where cuBLASLt confirms it runs this problem.
+  if (auto it = ctx.timed.find(bucket(k)); it != ctx.timed.end()) {
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(ctx.handle, p.desc, p.a, p.b, p.d, p.d, &it->second, &check) ==
+            CUBLAS_STATUS_SUCCESS &&
+        check.workspaceSize <= kWorkspaceBytes) {
+      p.algo = it->second;
+      return p;
+    }
+  }
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = kWorkspaceBytes;
@@ -171,6 +192,7 @@ Plan make_plan(Context& ctx, const Key& k, const Operands& op) {
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
+  if (best < INFINITY) ctx.timed[bucket(k)] = p.algo, ++ctx.timings;
   return p;
 }
 
@@ -246,6 +268,12 @@ void gemm_grouped_wgrad(int64_t G, const int64_t* M, int64_t N1, int64_t N2, con
     row += m;
   }
   CUBLAS_CHECK(cublasSetStream(h, cudaStreamPerThread));
+}
+
+int64_t gemm_timings() {
+  Context& ctx = context();
+  std::lock_guard<std::mutex> lock(ctx.mu);
+  return ctx.timings;
 }
 
 int64_t gemm_workspace_bytes() {
