@@ -14,7 +14,8 @@
 // and D by cp.async. Per step: S^T = K Q^T and dP^T = V dO^T (wgmma from shared memory), P^T and
 // dS^T = P^T (dP^T - D) in registers, dV += P^T dO and dK += dS^T Q (A from registers), dS^T to shared memory
 // (double-buffered); dQ = dS K of the step (64 queries x 64 dims per warpgroup) is issued in the next step, beside
-// its dK, and its fp32 atomics into the workspace overlap that product. One CTA barrier per step.
+// its dK, and goes through a shared-memory tile that one thread adds into the workspace's fp32 accumulators by TMA
+// (cp.reduce.async.bulk). One CTA barrier per step.
 // ptxas serializes the whole wgmma pipeline (info C7513-C7515) when a register an in-flight wgmma reads or writes
 // is touched by other instructions, or when the pipeline differs between control paths: hence the register
 // fences, the first backward step as its own instance, and softmax results in registers apart from S.
@@ -42,11 +43,11 @@ constexpr int kFwdStages = 2;               // forward: K/V stages (3 measured n
 constexpr int kFwdBR = 128, kFwdBC = 128;   // forward: queries per CTA, keys per tile
 constexpr int kBwdBR = 64, kBwdBC = 128;    // backward: queries per step, keys per CTA
 // Shared memory. Forward: Q (32 KB), K and V per stage (32 KB a tile), 7 barriers. Backward: K, V (32 KB each),
-// Q and dO two stages each (16 KB a tile), dS^T (128 keys x 64 queries, 16 KB) two stages, lse / D / doc_start of
-// the two stages' queries, 3 barriers. Both: 1 KB more to align the base to 1024 bytes (the swizzle pattern
-// repeats every 1024).
+// Q and dO two stages each (16 KB a tile), dS^T (128 keys x 64 queries, 16 KB) two stages, each warpgroup's dQ
+// (64 queries x 64 dims, fp32, 16 KB), lse / D / doc_start of the two stages' queries, 3 barriers. Both: 1 KB more
+// to align the base to 1024 bytes (the swizzle pattern repeats every 1024).
 constexpr size_t kFwdSmem = (1 + 2 * kFwdStages) * 32768 + 8 * (1 + 3 * kFwdStages) + 1024;
-constexpr size_t kBwdSmem = 10 * 16384 + 6 * kBwdBR * 4 + 3 * 8 + 1024;
+constexpr size_t kBwdSmem = 12 * 16384 + 6 * kBwdBR * 4 + 3 * 8 + 1024;
 static_assert(kFwdBR == 128 && kFwdBC == 128 && kBwdBR == 64 && kBwdBC == 128, "the kernels hard-code these");
 
 // The kernels' bodies exist only in the sm_90a image; elsewhere (the portable PTX) they are empty, and
@@ -119,6 +120,20 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c), "r"(r), "r"(bar)
       : "memory");
 }
+// Adds a box of shared memory (fp32) into the 2-D tensor map's elements from column c, row r (rows past the end
+// are skipped), in the current bulk group; the source must not change until the group has read it.
+__device__ __forceinline__ void tma_reduce_add_2d(const CUtensorMap* map, int c, int r, uint32_t src) {
+  asm volatile(
+      "cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+          reinterpret_cast<uint64_t>(map)),
+      "r"(c), "r"(r), "r"(src)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// The bulk groups committed by this thread have read their shared memory (all: have completed).
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+
 // A tile of `rows` rows x kD columns from column c, row r: two boxes of 64 columns into the [2][rows][64] layout.
 __device__ __forceinline__ void tma_load_tile(uint32_t dst, const CUtensorMap* map, int c, int r, int rows,
                                               uint32_t bar) {
@@ -394,12 +409,13 @@ __global__ void __launch_bounds__(kFwdThreads, 1)
 __global__ void __launch_bounds__(kThreads, 1)
     flash_bwd_wgmma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                            const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_do,
-                           const WgmmaBwdParams p) {
+                           const __grid_constant__ CUtensorMap tm_dq, const WgmmaBwdParams p) {
 #if TUNE_FA_WGMMA_BODY
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
-  const uint32_t sK = base, sV = base + 32768, sQ0 = base + 65536, sdO0 = base + 98304, sdS0 = base + 131072;
-  float* s_lse = reinterpret_cast<float*>(smem_raw + (base - raw) + 163840);  // (2, BR)
+  const uint32_t sK = base, sV = base + 32768, sQ0 = base + 65536, sdO0 = base + 98304, sdS0 = base + 131072,
+                 sdQ0 = base + 163840;
+  float* s_lse = reinterpret_cast<float*>(smem_raw + (base - raw) + 196608);  // (2, BR)
   float* s_dvec = s_lse + 2 * kBwdBR;                                         // (2, BR)
   int* s_ds = reinterpret_cast<int*>(s_dvec + 2 * kBwdBR);                    // (2, BR)
   // Barriers: K and V landed; a stage's Q and dO landed (two).
@@ -460,7 +476,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // dQ of step j = dS K, this warpgroup's 64 dims: A = dS read down the columns of dS^T (MN-major), B = K's column
   // block wg read along its rows (MN-major); 8 steps of 16 keys. Issued late in step j + 1 (sdS is double-buffered),
-  // so that no barrier separates dS^T from it and its atomics overlap that step's dK product.
+  // so that no barrier separates dS^T from it and its reduction overlaps that step's dK product.
   auto issue_dq = [&](int j, float(&dqa)[32]) {
     const uint32_t sds = sdS0 + (j & 1) * 16384;
     wgmma_fence();
@@ -470,14 +486,30 @@ __global__ void __launch_bounds__(kThreads, 1)
                          kk > 0);
     wgmma_commit();
   };
+  // The warpgroup's dQ goes through its shared-memory tile: two boxes of 64 queries x 32 dims (fp32, 128-byte
+  // rows, swizzled as TMA reads them), which one thread adds into dq_acc by TMA (the reduction happens in L2, a
+  // line at a time; per-thread atomics there cost the kernel a quarter of its time). Named barrier 1 + wg.
+  const uint32_t sdQ = sdQ0 + wg * 16384;
+  const bool dq_issuer = (tid & 127) == 0;
   auto add_dq = [&](int j, const float(&dqa)[32]) {
-    const int h = kh * p.group + j / nq, t0 = (qt_first + j % nq) * kBwdBR + wq * 16 + g, t1 = t0 + 8;
-    float* dq0 = p.dq_acc + (int64_t(t0) * p.nH + h) * kD + wg * 64 + 2 * tq;
-    float* dq1 = dq0 + int64_t(8) * p.nH * kD;
+    if (dq_issuer) bulk_wait_read();  // the previous step's reduction has read the tile
+    named_barrier_sync(1 + wg, 128);
 #pragma unroll
     for (int jj = 0; jj < 8; ++jj) {
-      if (t0 < T) atomicAdd(reinterpret_cast<float2*>(dq0 + 8 * jj), make_float2(dqa[4 * jj], dqa[4 * jj + 1]));
-      if (t1 < T) atomicAdd(reinterpret_cast<float2*>(dq1 + 8 * jj), make_float2(dqa[4 * jj + 2], dqa[4 * jj + 3]));
+      const int r0 = wq * 16 + g, chunk = 2 * (jj & 3) + (tq >> 1);
+      const uint32_t box = sdQ + (jj >> 2) * 8192 + (tq & 1) * 8;
+      const uint32_t a0 = box + r0 * 128 + ((chunk ^ (r0 & 7)) << 4), a1 = a0 + 8 * 128;  // row r0 + 8: same swizzle
+      asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a0), "f"(dqa[4 * jj]), "f"(dqa[4 * jj + 1]) : "memory");
+      asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a1), "f"(dqa[4 * jj + 2]), "f"(dqa[4 * jj + 3])
+                   : "memory");
+    }
+    fence_proxy_async();
+    named_barrier_sync(1 + wg, 128);
+    if (dq_issuer) {
+      const int h = kh * p.group + j / nq, q0 = (qt_first + j % nq) * kBwdBR, c = h * kD + wg * 64;
+      tma_reduce_add_2d(&tm_dq, c, q0, sdQ);
+      tma_reduce_add_2d(&tm_dq, c + 32, q0, sdQ + 8192);
+      bulk_commit();
     }
   };
 
@@ -573,7 +605,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds1 + c1 * 16 + tq * 4), "r"(sa[kk][3]) : "memory");
     }
     fence_proxy_async();  // for the dQ products of the next step
-    // dQ of the previous step (its atomics run beside dK), then dK += dS^T Q: Q read along its rows (MN-major B).
+    // dQ of the previous step (its reduction runs beside dK), then dK += dS^T Q: Q read along its rows (MN-major B).
     float dqa[32];
     if constexpr (!kFirst) issue_dq(i - 1, dqa);
     wgmma_fence();
@@ -599,6 +631,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     reg_fence(dqa);
     add_dq(n_steps - 1, dqa);
   }
+  if (dq_issuer) bulk_wait_all();
 
   // dK (times scale) and dV, each quad of lanes writing 16 contiguous bytes of a row.
   const int keys[2] = {key0, key1};
@@ -667,6 +700,21 @@ CUtensorMap tile_map(const bf16* base, int64_t cols, int64_t rows, int64_t strid
   return m;
 }
 
+// The fp32 dQ accumulators (rows of `cols`), added to in boxes of 32 columns x kBwdBR rows from the 128-byte-swizzled
+// tiles of the backward; rows past the end are left alone.
+CUtensorMap acc_map(float* base, int64_t cols, int64_t rows) {
+  CUtensorMap m;
+  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(cols) * 4};
+  const cuuint32_t box[2] = {32, cuuint32_t(kBwdBR)};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, base, dims, strides, box, elem,
+                                          CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  TUNE_CHECK(r == CUDA_SUCCESS) << "flash_attention: cuTensorMapEncodeTiled failed (" << int(r) << ")";
+  return m;
+}
+
 }  // namespace
 
 void flash_wgmma_fwd(const WgmmaFwdParams& p, cudaStream_t stream) {
@@ -691,7 +739,8 @@ void flash_wgmma_bwd(const WgmmaBwdParams& p, cudaStream_t stream) {
   const CUtensorMap tk = tile_map(p.k, p.nKV * kD, p.T, p.k_stride, kBwdBC);
   const CUtensorMap tv = tile_map(p.v, p.nKV * kD, p.T, p.v_stride, kBwdBC);
   const CUtensorMap tdo = tile_map(p.d_o, p.nH * kD, p.T, p.o_stride, kBwdBR);
-  flash_bwd_wgmma_kernel<<<grid, kThreads, kBwdSmem, stream>>>(tq, tk, tv, tdo, p);
+  const CUtensorMap tdq = acc_map(p.dq_acc, p.nH * kD, p.T);
+  flash_bwd_wgmma_kernel<<<grid, kThreads, kBwdSmem, stream>>>(tq, tk, tv, tdo, tdq, p);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -27,7 +27,7 @@ struct WgmmaBwdParams {
   const bf16 *q, *k, *v, *d_o;
   const float *lse, *dvec;  // (nH, T): lse (natural log) and D = rowsum(dO * O)
   const int32_t* doc_start;
-  float* dq_acc;  // (T, nH, d) fp32, cleared; receives dS K (without scale) by atomics
+  float* dq_acc;  // (T, nH, d) fp32, cleared; receives dS K (without scale) by TMA reductions
   bf16 *dk, *dv;
   int64_t q_stride, k_stride, v_stride, o_stride;
   int T, nH, nKV, group;
