@@ -6,9 +6,9 @@
 // type (bf16 or f32), D is bf16 or f32; compute is fp32 (no TF32), split-K partial sums stay fp32.
 // Plans (descriptors + the fastest of the heuristic's first candidates, timed once on the first call's operands)
 // are cached per shape, strides, types and pointer alignment, so only a shape's first step allocates (the timing
-// scratch). A shape within a few tokens of one timed before (M, N and K rounded up to 16 up to 256, to 128 beyond)
-// takes that choice untimed, where cuBLASLt confirms it runs the new shape. Plain C++ header: callers need no CUDA
-// headers.
+// scratch). A shape of similar size to one timed before (M, N and K rounded up to a multiple of 16 up to 256, to a
+// power of two beyond) takes that choice untimed, where cuBLASLt confirms it runs the new shape. Plain C++ header:
+// callers need no CUDA headers.
 #pragma once
 
 #include <cstdint>

@@ -153,8 +153,8 @@ TEST(GemmCuda, GroupedWeightGradientsMatchReference) {
 }
 
 // Token counts that change from call to call, as packed batches' do: 1000, 1001, 1023 and 1024 rows share one timed
-// choice (an overwriting and an accumulating product: two timings in all), 1100 rows time their own; every call
-// matches the double reference.
+// choice (an overwriting and an accumulating product: two timings in all), 1100 rows (the next power of two up)
+// time their own; every call matches the double reference.
 TEST(GemmCuda, NearbyShapesShareTheTimedChoice) {
   TUNE_REQUIRE_CUDA();
   const int64_t N = 384, K = 320, Mmax = 1100;

@@ -57,11 +57,16 @@ struct Plan {
 // context, so that a step allocates nothing.
 constexpr size_t kScratchBytes = size_t(64) << 20;
 
-// A call's key with M, N and K rounded up (to 16 up to 256, to 128 beyond): products whose sizes differ only by a
-// few tokens share the timed choice. A training step's token count changes with every batch of packed rows, and
-// timing each new count's candidates again (each a wait for the device) would cost more than the step.
+// A call's key with M, N and K rounded up (to a multiple of 16 up to 256, to a power of two beyond): products of
+// similar sizes share the timed choice. A training step's token count changes with every batch of packed rows, and
+// timing each new count's candidates again (each a wait for the device) cost more than the step.
 Key bucket(Key k) {
-  auto up = [](int64_t x) { return x <= 16 ? x : x <= 256 ? (x + 15) / 16 * 16 : (x + 127) / 128 * 128; };
+  auto up = [](int64_t x) {
+    if (x <= 256) return x <= 16 ? x : (x + 15) / 16 * 16;
+    int64_t p = 512;
+    while (p < x) p *= 2;
+    return p;
+  };
   k.M = up(k.M), k.N = up(k.N), k.K = up(k.K);
   return k;
 }
