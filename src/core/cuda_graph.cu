@@ -28,13 +28,17 @@ __global__ void memset_kernel(char* dst, size_t pitch, unsigned value, unsigned 
 
 }  // namespace
 
-int graph_memsets_to_kernels(cudaGraph_t graph) {
+std::vector<cudaGraphNode_t> graph_nodes(cudaGraph_t graph) {
   size_t n = 0;
   CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &n));
   std::vector<cudaGraphNode_t> nodes(n);
   CUDA_CHECK(cudaGraphGetNodes(graph, nodes.data(), &n));
+  return nodes;
+}
+
+int graph_memsets_to_kernels(cudaGraph_t graph) {
   int replaced = 0;
-  for (cudaGraphNode_t node : nodes) {
+  for (cudaGraphNode_t node : graph_nodes(graph)) {
     cudaGraphNodeType type;
     CUDA_CHECK(cudaGraphNodeGetType(node, &type));
     if (type != cudaGraphNodeTypeMemset) continue;

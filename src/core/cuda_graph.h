@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <vector>
+
 namespace tune {
 
 // Replaces each memset node of the graph that writes at most kGraphMemsetKernelBytes with a kernel node writing the
@@ -11,5 +13,8 @@ namespace tune {
 // it replaced; a node whose edges carry data other than the default stays.
 constexpr size_t kGraphMemsetKernelBytes = size_t(1) << 16;
 int graph_memsets_to_kernels(cudaGraph_t graph);
+
+// The graph's nodes.
+std::vector<cudaGraphNode_t> graph_nodes(cudaGraph_t graph);
 
 }  // namespace tune

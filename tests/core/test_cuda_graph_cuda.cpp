@@ -22,12 +22,8 @@ namespace tune {
 namespace {
 
 int count_memset_nodes(cudaGraph_t g) {
-  size_t n = 0;
-  CUDA_CHECK(cudaGraphGetNodes(g, nullptr, &n));
-  std::vector<cudaGraphNode_t> nodes(n);
-  CUDA_CHECK(cudaGraphGetNodes(g, nodes.data(), &n));
   int m = 0;
-  for (cudaGraphNode_t node : nodes) {
+  for (cudaGraphNode_t node : graph_nodes(g)) {
     cudaGraphNodeType t;
     CUDA_CHECK(cudaGraphNodeGetType(node, &t));
     m += t == cudaGraphNodeTypeMemset;

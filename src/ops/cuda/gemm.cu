@@ -58,8 +58,9 @@ struct Plan {
 constexpr size_t kScratchBytes = size_t(64) << 20;
 
 // A call's key with M, N and K rounded up (to a multiple of 16 up to 256, to a power of two beyond): products of
-// similar sizes share the timed choice. A training step's token count changes with every batch of packed rows, and
-// timing each new count's candidates again (each a wait for the device) cost more than the step.
+// similar sizes share the timed choice. A training step's token count changes with every batch of packed rows;
+// timing each new count's candidates again (each a wait for the device) made qwen3-4b's packed steps 46% longer
+// (bench/RESULTS.md under 0cb5d0c).
 Key bucket(Key k) {
   auto up = [](int64_t x) {
     if (x <= 256) return x <= 16 ? x : (x + 15) / 16 * 16;
