@@ -55,6 +55,7 @@
 #include "ops/rmsnorm.h"
 #include "ops/sigmoid_gate.h"
 #include "ops/swiglu.h"
+#include "ops/swiglu_lora_bwd.h"
 #endif
 
 namespace tune {
@@ -869,6 +870,13 @@ struct CudaLoraModel::Impl {
         for (const LoraTarget t : g->targets)
           for (const BPart& p : b_parts(ly.lora[size_t(t)])) rows.push_back(p.rows);
         if (rows.empty() || rows.size() > size_t(cuda::kLoraBMaxParts)) continue;
+        if (g == &ly.gu && keep_u) {  // ffn_bwd's fused kernel takes the gate/up LoRA where it can
+          const cuda::SwigluLoraBwd f = swiglu_lora(ly, C, region.p, lora_g(ly.down, dres_b.p, H, ld_dres));
+          if (cuda::swiglu_lora_bwd_supported(f)) {
+            lb = std::max(lb, cuda::swiglu_lora_bwd_workspace_bytes(C, r));
+            continue;
+          }
+        }
         const int64_t n = g == &ly.gu || g == &ly.down ? C : T;
         lb = std::max(lb, cuda::lora_b_bwd_workspace_bytes(n, r, rows.data(), int(rows.size())));
       }
@@ -943,15 +951,21 @@ struct CudaLoraModel::Impl {
   // the folded columns: dy [W | s B] has as many output columns as [x | u], and cuBLAS tiled an input width plus
   // n r columns worse than it gained by making s dy B in the same pass (bench/RESULTS.md, commit bd1620d).
   // A group with kdx > 0 leaves g in dy's columns [N, N + kdx) (W's rows there hold its A's) and takes
-  // dy W + g A as one product. u_kept (T, n r): the forward's u kept apart, read instead of a's columns.
+  // dy W + g A as one product. u_kept (T, n r): the forward's u kept apart, read instead of a's columns. b_done:
+  // dB and g are made already (swiglu_lora_bwd), only dA and the input gradient are left.
   // a null: the caller adds dA with lora_da once it has a (given u_kept); da null: no input gradient.
   void linear_bwd(const Layer& ly, const LoraGroup& g, const void* W, int64_t N, int64_t T, void* dy, int64_t ldy,
-                  const void* a, const void* u, void* da, float beta = 0.0f, const void* u_kept = nullptr) {
+                  const void* a, const void* u, void* da, float beta = 0.0f, const void* u_kept = nullptr,
+                  bool b_done = false) {
     const LoraG lg = lora_g(g, dy, N, ldy);
     const bool in_a = g.kx > 0 && !u_kept;
     TUNE_CHECK(a || !in_a) << "linear_bwd: a group's u in its input's columns needs that input";
-    lora_bwd(ly, g, T, dy, ldy, a, g.ld(), in_a ? static_cast<const char*>(a) + g.in * 2 : u_kept ? u_kept : u,
-             in_a ? g.ld() : g.n() * r, lg.p, lg.ld);
+    if (b_done) {
+      if (a) lora_da(g, T, lg.p, lg.ld, a, g.ld());
+    } else {
+      lora_bwd(ly, g, T, dy, ldy, a, g.ld(), in_a ? static_cast<const char*>(a) + g.in * 2 : u_kept ? u_kept : u,
+               in_a ? g.ld() : g.n() * r, lg.p, lg.ld);
+    }
     if (!da) return;
     mm_t(T, N + g.kdx, g.in, dy, ldy, W, g.ld(), da, g.in, beta);
     if (g.kdx == 0) lora_dx(g, T, da, g.in);
@@ -1214,6 +1228,29 @@ struct CudaLoraModel::Impl {
     }
   }
 
+  // The fused SwiGLU + gate/up LoRA backward of n rows of layer l's FFN (gu_p its gate|up product, dh() its
+  // output gradient; gd the down LoRA's g): p.r = 0 where the LoRA is not on exactly gate and up, unsplit.
+  cuda::SwigluLoraBwd swiglu_lora(const Layer& ly, int64_t n, void* gu_p, const LoraG& gd) {
+    cuda::SwigluLoraBwd p;
+    const LoraGroup& g = ly.gu;
+    if (g.n() != 2 || g.targets[0] != LoraTarget::Gate || g.targets[1] != LoraTarget::Up) return p;
+    const LoraSlot &sg = ly.lora[size_t(LoraTarget::Gate)], &su = ly.lora[size_t(LoraTarget::Up)];
+    if (sg.split || su.split || sg.col != 0 || su.col != I) return p;
+    float* Gp = G.as<float>();
+    const LoraG lg = lora_g(g, gu_p, 2 * I, ld_gu);
+    p.T = n, p.I = I, p.r = r;
+    p.gu = gu_p, p.ldgu = ld_gu;
+    p.dh = dh(), p.lddh = I;
+    p.u = g.kx > 0 ? static_cast<const void*>(xn2.at(g.in * 2)) : u_gu.p;  // as linear_bwd finds it
+    p.ldu = g.kx > 0 ? g.ld() : 2 * r;
+    p.b_gate = Ab(sg.b), p.b_up = Ab(su.b);
+    p.db_gate = Gp + sg.b, p.db_up = Gp + su.b;
+    p.g = lg.p, p.ldg = lg.ld;
+    p.s = s;
+    if (ly.down.n() > 0) p.gd = gd.p, p.ldgd = gd.ld, p.da = Gp + ly.down.a;
+    return p;
+  }
+
   // FFN backward of the chunk [t0, t0 + n) after ffn_fwd(l, t0, n, nullptr): dres/dres_b rows hold dL/dx_out on
   // entry, dL/dxmid on exit.
   void ffn_bwd(int64_t l, int64_t t0, int64_t n) {
@@ -1227,18 +1264,26 @@ struct CudaLoraModel::Impl {
       return;
     }
     void* gu_p = gu(l, t0);
+    bool b_done = false;  // the gate/up LoRA's dB and g made with the SwiGLU backward
     if (keep_u) {
-      // h (T, I) comes from the SwiGLU backward, over dh once read, and serves the down LoRA's dA only.
+      // h (T, I) comes from the SwiGLU backward and serves the down LoRA's dA only: inside the fused kernel, or
+      // written over dh once read.
       linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, nullptr, u_d.p, dh(), 0.0f, ud_at(l, t0));
-      const bool need_h = ly.down.n() > 0;
-      cuda::swiglu_fused_bwd(gu_p, dh(), gu_p, n, I, ld_gu, need_h ? dh() : nullptr);  // dgu over gu
       const LoraG lg = lora_g(ly.down, dy, H, ld_dres);
-      lora_da(ly.down, n, lg.p, lg.ld, dh(), I);
+      cuda::SwigluLoraBwd f = swiglu_lora(ly, n, gu_p, lg);
+      if (cuda::swiglu_lora_bwd_supported(f)) {
+        cuda::swiglu_lora_bwd(f, lb_ws.p, lb_ws.bytes);
+        b_done = true;
+      } else {
+        const bool need_h = ly.down.n() > 0;
+        cuda::swiglu_fused_bwd(gu_p, dh(), gu_p, n, I, ld_gu, need_h ? dh() : nullptr);  // dgu over gu
+        lora_da(ly.down, n, lg.p, lg.ld, dh(), I);
+      }
     } else {
       linear_bwd(ly, ly.down, ly.wd.p, H, n, dy, ld_dres, h(), u_d.p, dh());
       cuda::swiglu_fused_bwd(gu_p, dh(), gu_p, n, I, ld_gu);  // dgu overwrites gu in place
     }
-    linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu_p, ld_gu, xn2.p, u_gu.p, dx);
+    linear_bwd(ly, ly.gu, ly.wgu.p, 2 * I, n, gu_p, ld_gu, xn2.p, u_gu.p, dx, 0.0f, nullptr, b_done);
     cuda::rmsnorm_bwd_residual(mid_p + t0 * H * 2, ly.ffn_norm.as<float>(), dx, norm_eps(), zc(),
                                dres.as<float>() + t0 * H, dy, n, H, ld_dres);
   }

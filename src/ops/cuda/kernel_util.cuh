@@ -92,6 +92,18 @@ inline int row_threads(int64_t n, int cap) {
   return int(t < 32 ? 32 : t > cap ? cap : t);
 }
 
+// The current device's multiprocessors (132 if the runtime cannot say), read once.
+inline int multiprocessor_count() {
+  static const int n = [] {
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      sms = 132;
+    return sms;
+  }();
+  return n;
+}
+
 // Blocks for a grid-stride loop over n elements.
 inline unsigned grid_blocks(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;

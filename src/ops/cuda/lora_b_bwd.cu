@@ -11,11 +11,11 @@
 // split). Per sub-tile and warp: 16 ldmatrix and 32 mma (R 16). The reduce kernel then writes du = s (sum
 // over the target's column blocks) as bf16 and adds s (sum over the row splits) to dB, in a fixed order: the
 // result does not depend on scheduling. Long inputs run in slabs of kSlab rows (bounded workspace).
-// Shared-memory rows are XOR-swizzled by 16-byte chunk, so that ldmatrix's eight row addresses hit distinct
-// banks.
+// Shared-memory tiles as in lora_tile.cuh.
 #include <algorithm>
 
 #include "ops/cuda/kernel_util.cuh"
+#include "ops/cuda/lora_tile.cuh"
 #include "ops/cuda/mma_ptx.cuh"
 #include "ops/lora_b_bwd.h"
 
@@ -28,14 +28,7 @@ constexpr int64_t kSlab = 16384;
 
 // Two CTAs fit on a multiprocessor (shared memory); the grid is sized to fill one such wave of the device.
 int ctas_per_wave() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      sms = 132;
-    return 2 * sms;
-  }();
-  return n;
+  return 2 * multiprocessor_count();
 }
 
 struct PartArg {
@@ -66,17 +59,6 @@ struct Cfg {
   static constexpr int kBBytes = kCb * R * 2, kRedBytes = 4 * kChunk * R * 4;  // red: the warps' du (fp32)
   static constexpr int kSmem = kBBytes + kRedBytes + kStages * kStageBytes;
 };
-
-// Byte offset of 16-byte chunk c of row n in a tile of R-wide bf16 rows (u, B).
-template <int R>
-__device__ __forceinline__ uint32_t rchunk(int n, int c) {
-  constexpr int cpr = R / 8;
-  return uint32_t(n * R * 2 + ((c ^ ((n / (8 / cpr)) % cpr)) << 4));
-}
-// Byte offset of chunk c (of 16) of row t in a (64, 128) dy sub-tile.
-__device__ __forceinline__ uint32_t ychunk(int t, int c) {
-  return uint32_t(t * 256 + ((c ^ (t & 7)) << 4));
-}
 
 // Rows [t0, t0 + 64) (zeros at or past t_end) of the part's dy columns [c0, c0 + 128) (zeros past its rows)
 // and, with_u, of its u, into a stage.
@@ -170,26 +152,11 @@ __global__ void __launch_bounds__(kThreads, 2) lora_b_bwd_kernel(const __grid_co
 #pragma unroll
         for (int s2 = 0; s2 < C::kNsub; ++s2)
 #pragma unroll
-          for (int kk = 0; kk < 2; ++kk)
-#pragma unroll
-            for (int q = 0; q < NT / 2; ++q) {
-              uint32_t r4[4];
-              ldsm_x4_t(sB + rchunk<R>(s2 * kSub + 32 * w + 16 * kk + (lj & 1) * 8 + li, 2 * q + (lj >> 1)),
-                        r4);
-              bb[s2][kk][2 * q][0] = r4[0], bb[s2][kk][2 * q][1] = r4[1];
-              bb[s2][kk][2 * q + 1][0] = r4[2], bb[s2][kk][2 * q + 1][1] = r4[3];
-            }
+          for (int kk = 0; kk < 2; ++kk) ldsm_b_frags<R, NT>(sB, s2 * kSub + 32 * w + 16 * kk, 0, lane, bb[s2][kk]);
       }
       if (sb == 0) {  // the chunk's u came with its first sub-tile
 #pragma unroll
-        for (int kt = 0; kt < 4; ++kt)
-#pragma unroll
-          for (int q = 0; q < NT / 2; ++q) {
-            uint32_t r4[4];
-            ldsm_x4_t(sY + C::kDyBytes + rchunk<R>(16 * kt + (lj & 1) * 8 + li, 2 * q + (lj >> 1)), r4);
-            bu[kt][2 * q][0] = r4[0], bu[kt][2 * q][1] = r4[1], bu[kt][2 * q + 1][0] = r4[2],
-                       bu[kt][2 * q + 1][1] = r4[3];
-          }
+        for (int kt = 0; kt < 4; ++kt) ldsm_b_frags<R, NT>(sY + C::kDyBytes, 16 * kt, 0, lane, bu[kt]);
       }
       // dB (A = dy^T: m this warp's columns, k the chunk's rows; B = u).
 #pragma unroll
