@@ -1,6 +1,6 @@
 // Helpers shared by the fused attention kernels (flash_attention.cu, mma.sync; and flash_attention_wgmma.cu,
-// Hopper wgmma) beside mma_ptx.cuh's wrappers: ex2, the quad reductions over the four lanes that share a row of an
-// MMA fragment, and the backward's query range and per-row staging. Included by those .cu files only.
+// Hopper wgmma) beside mma_ptx.cuh's wrappers (ex2 among them): the quad reductions over the four lanes that share
+// a row of an MMA fragment, and the backward's query range and per-row staging. Included by those .cu files only.
 #pragma once
 
 #include <cstdint>
@@ -11,12 +11,6 @@
 namespace tune::cuda::flash {
 
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ float exp2_approx(float x) {  // 2^x; -inf -> 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // Reductions over the four lanes that share a fragment row (lane bits 0-1).
 __device__ __forceinline__ float quad_max(float x) {

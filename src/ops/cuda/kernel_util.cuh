@@ -36,14 +36,14 @@ __device__ __forceinline__ bf16 from_f32<bf16>(float x) {
   return __float2bfloat16(x);  // round to nearest even, as the host's f32_to_bf16
 }
 
-// Eight bf16 (one 16-byte access) to and from floats, element i of the row at v[i].
+// Eight bf16 (one 16-byte access) to and from floats, element i of the row at v[i]. A bf16 is the high half of
+// its float: a shift or a mask a value.
 __device__ __forceinline__ void unpack8(const uint4& u, float* v) {
-  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(p[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }
 }
 

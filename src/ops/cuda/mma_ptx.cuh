@@ -1,6 +1,6 @@
 // PTX wrappers shared by the tensor-core kernels (fused attention, the LoRA B backward): cp.async copies into
-// shared memory, ldmatrix, mma.sync m16n8k16 (bf16 in, fp32 accumulators) and bf16 packing. Included by .cu
-// files only.
+// shared memory, ldmatrix, mma.sync m16n8k16 (bf16 in, fp32 accumulators), fast ex2 and rcp, bf16 packing.
+// Included by .cu files only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -53,6 +53,18 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Fast 2^x (-inf -> 0) and 1/x, denormals flushed: for element-wise math whose results are rounded to bf16.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float rcp_approx(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // Two floats as bf16x2, `lo` in the low half (the lower column of a fragment).

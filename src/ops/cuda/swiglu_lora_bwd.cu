@@ -147,11 +147,12 @@ __global__ void __launch_bounds__(kThreads, 2) swiglu_lora_bwd_kernel(const __gr
       unpack8(*pu, u);
       unpack8(*pd, d);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {  // fast exp and division: the transform would otherwise bound the kernel
-        const float sg = __fdividef(1.0f, 1.0f + __expf(-g[e]));
-        dg[e] = d[e] * u[e] * sg * (1.0f + g[e] * (1.0f - sg));
-        du[e] = d[e] * g[e] * sg;
-        h[e] = g[e] * sg * u[e];
+      for (int e = 0; e < 8; ++e) {  // fast ex2 and rcp: the transform would otherwise bound the kernel
+        const float sg = rcp_approx(1.0f + exp2_approx(-1.4426950408889634f * g[e]));
+        const float a = d[e] * sg, gs = g[e] * sg;  // dg = d u sg (1 + g (1 - sg)), du = d g sg, h = g sg u
+        dg[e] = a * u[e] * ((1.0f + g[e]) - gs);
+        du[e] = a * g[e];
+        h[e] = gs * u[e];
       }
       const uint4 vg = pack8(dg), vu = pack8(du);
       *pg = vg;
