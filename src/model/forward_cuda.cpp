@@ -1228,7 +1228,7 @@ struct CudaLoraModel::Impl {
     }
   }
 
-  // The fused SwiGLU + gate/up LoRA backward of n rows of layer l's FFN (gu_p its gate|up product, dh() its
+  // The fused SwiGLU + gate/up LoRA backward of n rows of ly's FFN (gu_p its gate|up product, dh() its
   // output gradient; gd the down LoRA's g): p.r = 0 where the LoRA is not on exactly gate and up, unsplit.
   cuda::SwigluLoraBwd swiglu_lora(const Layer& ly, int64_t n, void* gu_p, const LoraG& gd) {
     cuda::SwigluLoraBwd p;
