@@ -276,6 +276,12 @@ __global__ void __launch_bounds__(kThreads, 2) swiglu_lora_bwd_kernel(const __gr
     }
 }
 
+// acc (n floats) = 0: a kernel rather than a memset, which in a CUDA graph leaves the device idle around it.
+__global__ void swiglu_lora_zero_kernel(float4* acc, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x)
+    acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+}
+
 // g (T, 2R) = s acc, as bf16; four values a thread.
 template <int R>
 __global__ void swiglu_lora_g_kernel(const float* acc, int64_t T, float s, bf16* g, int64_t ldg) {
@@ -326,7 +332,9 @@ void launch(const SwigluLoraBwd& p, float* acc, cudaStream_t st) {
   const int64_t n_cb = (p.I + kCols - 1) / kCols;
   for (int64_t t0 = 0; t0 < p.T; t0 += kSlab) {
     const int64_t Ts = std::min(kSlab, p.T - t0);
-    CUDA_CHECK(cudaMemsetAsync(acc, 0, size_t(Ts * 2 * R * 4), st));
+    swiglu_lora_zero_kernel<<<grid_blocks(Ts * 2 * R / 4, 256), 256, 0, st>>>(reinterpret_cast<float4*>(acc),
+                                                                               Ts * 2 * R / 4);
+    TUNE_CUDA_LAUNCHED();
     Args a{};
     a.gu = static_cast<bf16*>(p.gu) + t0 * p.ldgu;
     a.dh = static_cast<const bf16*>(p.dh) + t0 * p.lddh;
@@ -376,9 +384,10 @@ int64_t swiglu_lora_bwd_workspace_bytes(int64_t T, int64_t r) {
 void swiglu_lora_bwd(const SwigluLoraBwd& p, void* workspace, int64_t workspace_bytes, void* stream) {
   TUNE_CHECK(swiglu_lora_bwd_supported(p))
       << "swiglu_lora_bwd: shapes the kernel does not take (r " << p.r << ", I " << p.I << ")";
-  TUNE_CHECK(workspace_bytes >= swiglu_lora_bwd_workspace_bytes(p.T, p.r))
+  TUNE_CHECK(workspace_bytes >= swiglu_lora_bwd_workspace_bytes(p.T, p.r) &&
+             reinterpret_cast<uintptr_t>(workspace) % 16 == 0)
       << "swiglu_lora_bwd: a workspace of " << workspace_bytes << " bytes is too small for " << p.T
-      << " rows";
+      << " rows, or not 16-byte aligned";
   launch<16>(p, static_cast<float*>(workspace), static_cast<cudaStream_t>(stream));
 }
 
