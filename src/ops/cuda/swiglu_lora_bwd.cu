@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kThreads, 2) swiglu_lora_bwd_kernel(const __gr
       unpack8(*pu, u);
       unpack8(*pd, d);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {  // fast ex2 and rcp: the transform would otherwise bound the kernel
+      for (int e = 0; e < 8; ++e) {  // fast ex2 and rcp (bf16 results): fewer instructions, which bound the kernel
         const float sg = rcp_approx(1.0f + exp2_approx(-1.4426950408889634f * g[e]));
         const float a = d[e] * sg, gs = g[e] * sg;  // dg = d u sg (1 + g (1 - sg)), du = d g sg, h = g sg u
         dg[e] = a * u[e] * ((1.0f + g[e]) - gs);
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kThreads, 2) swiglu_lora_bwd_kernel(const __gr
     }
     __syncthreads();
 
-    // 2. The LoRA u and gd fragments of this warp's rows.
+    // 2. The LoRA u and gd fragments of the chunk's rows.
     uint32_t bu[2][2][NT][2], gf[2][NT][2];
 #pragma unroll
     for (int part = 0; part < 2; ++part)
