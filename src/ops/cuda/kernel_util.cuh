@@ -37,7 +37,7 @@ __device__ __forceinline__ bf16 from_f32<bf16>(float x) {
 }
 
 // Eight bf16 (one 16-byte access) to and from floats, element i of the row at v[i]. A bf16 is the high half of
-// its float: a shift or a mask a value.
+// its float: a shift or a mask a value, and a held chunk stays in four 32-bit registers, not eight halves.
 __device__ __forceinline__ void unpack8(const uint4& u, float* v) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll

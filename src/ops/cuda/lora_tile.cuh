@@ -16,7 +16,7 @@ __device__ __forceinline__ uint32_t rchunk(int n, int c) {
   return uint32_t(n * R * 2 + ((c ^ ((n / (8 / cpr)) % cpr)) << 4));
 }
 
-// Byte offset of chunk c (of 16) of row t in a (64, 128) bf16 sub-tile of an output gradient.
+// Byte offset of chunk c (of 16) of row t in a sub-tile of 128 bf16 columns (an output gradient's, or g, u, dh).
 __device__ __forceinline__ uint32_t ychunk(int t, int c) {
   return uint32_t(t * 256 + ((c ^ (t & 7)) << 4));
 }

@@ -73,16 +73,6 @@ __device__ __forceinline__ void load_w8(const float* __restrict__ w, int j, bool
     for (int i = 0; i < 8; ++i) s[i] += 1.0f;
 }
 
-// unpack8 by shifts (bf16 -> f32 is exact): a held chunk stays in four 32-bit registers, not eight halves.
-__device__ __forceinline__ void unpack8_u32(const uint4& u, float* v) {
-  const uint32_t h[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[2 * i] = __uint_as_float(h[i] << 16);
-    v[2 * i + 1] = __uint_as_float(h[i] & 0xffff0000u);
-  }
-}
-
 // Calls f(std::integral_constant<int, NV>{}) with the first of kNV (ascending) whose 32 NV chunks hold a row
 // of C / 8, or with NV 0 when none does. Hidden sizes 896, 1024, 2048, 2560, 4096, 5120 need NV 4, 4, 8, 10,
 // 16, 20.
@@ -98,7 +88,7 @@ constexpr int kRowWarps = 8;
 
 __device__ __forceinline__ void sum_sq(const uint4& u, float& ss) {
   float v[8];
-  unpack8_u32(u, v);
+  unpack8(u, v);
 #pragma unroll
   for (int i = 0; i < 8; ++i) ss += v[i] * v[i];
 }
@@ -106,7 +96,7 @@ __device__ __forceinline__ void sum_sq(const uint4& u, float& ss) {
 __device__ __forceinline__ uint4 fwd_chunk(const uint4& u, const float* __restrict__ w, int j, bool zc,
                                            float inv) {
   float v[8], s[8];
-  unpack8_u32(u, v);
+  unpack8(u, v);
   load_w8(w, j, zc, s);
 #pragma unroll
   for (int i = 0; i < 8; ++i) v[i] = (v[i] * inv) * s[i];
@@ -190,8 +180,8 @@ namespace {
 __device__ __forceinline__ void bwd_sums(const uint4& xu, const uint4& gu, const float* __restrict__ w, int j,
                                          bool zc, float& ss, float& dot) {
   float v[8], g[8], s[8];
-  unpack8_u32(xu, v);
-  unpack8_u32(gu, g);
+  unpack8(xu, v);
+  unpack8(gu, g);
   load_w8(w, j, zc, s);
 #pragma unroll
   for (int i = 0; i < 8; ++i) ss += v[i] * v[i], dot += s[i] * g[i] * v[i];
@@ -201,8 +191,8 @@ __device__ __forceinline__ void bwd_sums(const uint4& xu, const uint4& gu, const
 __device__ __forceinline__ void bwd_out(const uint4& xu, const uint4& gu, const float* __restrict__ w, int j,
                                         bool zc, float r, float k, float4* dr, uint4* dbr) {
   float v[8], g[8], s[8];
-  unpack8_u32(xu, v);
-  unpack8_u32(gu, g);
+  unpack8(xu, v);
+  unpack8(gu, g);
   load_w8(w, j, zc, s);
   const float4 a = dr[2 * j], b = dr[2 * j + 1];
   float o[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};

@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(kThreads, 2) swiglu_lora_bwd_kernel(const __gr
           for (int nt = 0; nt < NT; ++nt) mma_bf16(da[mi][nt], af, gf[kt][nt][0], gf[kt][nt][1]);
         }
       }
-    // g (A = the sub-tile: m this warp's rows, k its columns; B = B's rows for them).
+    // g (A = the sub-tile: m the chunk's rows, k this warp's columns; B = B's rows for them).
     float go[2][2][NT][4];
 #pragma unroll
     for (int part = 0; part < 2; ++part)
